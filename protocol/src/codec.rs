@@ -1,0 +1,152 @@
+//! The frame layer: a big-endian `u32` length prefix, then one CBOR value of that many bytes.
+//!
+//! Two kinds of failure are kept apart on purpose. A length prefix we refuse (over the cap) is
+//! fatal: we cannot trust it to find the next frame, and we refuse *before* allocating so a
+//! hostile peer cannot make us reserve 4 GiB. A body that fails to decode is not fatal: its length
+//! was fine, so it is skipped and answered with a typed error, and the connection carries on.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::error::{CodecError, ErrorCode, WireError};
+use crate::frame::{Frame, FrameKind, LenientBody, LenientFrame, RequestId, WireFrame};
+use crate::message::Request;
+
+/// Size of the length prefix.
+pub const LENGTH_PREFIX_LEN: usize = 4;
+
+/// Default cap on a frame body: large enough for a sealed vault blob with room to spare, small
+/// enough that a burst of maximal frames cannot exhaust enclave memory.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
+/// Largest single write to the stream. Nitro's vsock transport has lost data on writes of 32 KiB
+/// and more under load (a known kernel issue), so large frames go out in smaller pieces.
+pub const MAX_WRITE_CHUNK: usize = 30 * 1024;
+
+/// Result of decoding one complete frame body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// A well-formed frame.
+    Frame(Frame),
+    /// A frame whose length was fine but whose body was not; answer `error` to the peer.
+    Invalid {
+        /// The request id, when the body was intact enough to name one.
+        id: Option<RequestId>,
+        /// Typed reason, suitable for sending back.
+        error: WireError,
+    },
+}
+
+/// Encoder/decoder for frames with a size cap.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameCodec {
+    max_len: usize,
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME_LEN)
+    }
+}
+
+impl FrameCodec {
+    /// A codec that refuses frame bodies longer than `max_len` bytes (capped at `u32::MAX`).
+    pub fn new(max_len: usize) -> Self {
+        Self { max_len: max_len.min(u32::MAX as usize) }
+    }
+
+    /// The configured cap.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Takes one frame off the front of `buf` if a whole one is there.
+    ///
+    /// Returns `Ok(None)` when more bytes are needed; in that case, once the prefix has been read
+    /// and accepted, `buf` has been grown to hold the whole frame so the caller's next read can
+    /// fill it.
+    ///
+    /// # Errors
+    /// [`CodecError::FrameTooLarge`] when the prefix exceeds the cap. Fatal for the connection.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Decoded>, CodecError> {
+        if buf.len() < LENGTH_PREFIX_LEN {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len > self.max_len {
+            return Err(CodecError::FrameTooLarge { len, max: self.max_len });
+        }
+        let want = LENGTH_PREFIX_LEN + len;
+        if buf.len() < want {
+            buf.reserve(want - buf.len());
+            return Ok(None);
+        }
+        buf.advance(LENGTH_PREFIX_LEN);
+        let body = buf.split_to(len);
+        Ok(Some(decode_body(&body)))
+    }
+
+    /// Appends the encoded frame (prefix and body) to `dst`.
+    ///
+    /// # Errors
+    /// [`CodecError::OutgoingTooLarge`] if the body would exceed the cap; `dst` is left as it was.
+    pub fn encode(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let start = dst.len();
+        dst.put_u32(0);
+        if let Err(e) = ciborium::into_writer(frame, dst.writer()) {
+            dst.truncate(start);
+            return Err(CodecError::Encode(e.to_string()));
+        }
+        let len = dst.len() - start - LENGTH_PREFIX_LEN;
+        if len > self.max_len {
+            dst.truncate(start);
+            return Err(CodecError::OutgoingTooLarge { len, max: self.max_len });
+        }
+        dst[start..start + LENGTH_PREFIX_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
+
+    /// Encodes one frame into its own buffer.
+    ///
+    /// # Errors
+    /// As [`FrameCodec::encode`].
+    pub fn encode_to_bytes(&self, frame: &Frame) -> Result<Bytes, CodecError> {
+        let mut b = BytesMut::with_capacity(256);
+        self.encode(frame, &mut b)?;
+        Ok(b.freeze())
+    }
+}
+
+/// Decodes a frame body (without its prefix). Never fails: a bad body becomes
+/// [`Decoded::Invalid`] with as much context as could be recovered.
+pub fn decode_body(body: &[u8]) -> Decoded {
+    if body.is_empty() {
+        return invalid(None, ErrorCode::Malformed, "empty frame");
+    }
+    let mut rest = body;
+    match ciborium::from_reader::<WireFrame, _>(&mut rest) {
+        Ok(_) if !rest.is_empty() => invalid(None, ErrorCode::Malformed, "trailing bytes after frame"),
+        Ok(WireFrame::Known(frame)) => Decoded::Frame(frame),
+        Ok(WireFrame::UnknownKind { id }) => invalid(id, ErrorCode::UnknownKind, "unknown frame kind"),
+        Err(_) => diagnose(body),
+    }
+}
+
+/// Works out, for a body that failed to decode, which request it was and why it failed.
+fn diagnose(body: &[u8]) -> Decoded {
+    let Ok(LenientFrame(kind, id, _, lenient_body)) = ciborium::from_reader::<LenientFrame, _>(body)
+    else {
+        return invalid(None, ErrorCode::Malformed, "frame is not a valid CBOR frame array");
+    };
+    if kind == FrameKind::Request {
+        if let Some(LenientBody::Map(m)) = &lenient_body {
+            if m.len() == 1 && m.keys().all(|k| !Request::NAMES.contains(&k.as_str())) {
+                return invalid(id, ErrorCode::UnknownRequest, "unknown request type");
+            }
+        }
+    }
+    invalid(id, ErrorCode::Malformed, "frame body does not match its kind")
+}
+
+fn invalid(id: Option<RequestId>, code: ErrorCode, message: &str) -> Decoded {
+    Decoded::Invalid { id, error: WireError::new(code, message) }
+}

@@ -1,0 +1,309 @@
+//! Frame codec behaviour: round trips, golden bytes, and every kind of bad input.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use vettid_protocol::codec::decode_body;
+use vettid_protocol::io::{read_frame, write_chunked};
+use vettid_protocol::*;
+
+fn samples() -> Vec<(&'static str, Frame)> {
+    vec![
+        (
+            "hello",
+            Frame::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                role: Role::Parent,
+                software: "0.1.0".into(),
+                capabilities: vec!["nats".into()],
+                max_frame_len: DEFAULT_MAX_FRAME_LEN as u32,
+            }),
+        ),
+        (
+            "request_nats",
+            Frame::Request {
+                id: 7,
+                deadline_ms: 5000,
+                body: Request::Nats(NatsMessage {
+                    subject: "enclave.health".into(),
+                    reply: Some("_INBOX.abc".into()),
+                    headers: vec![("Nats-Msg-Id".into(), "1".into())],
+                    payload: Bytes::from_static(b"{}"),
+                }),
+            },
+        ),
+        ("request_ping", Frame::Request { id: 8, deadline_ms: 100, body: Request::Ping }),
+        (
+            "response_nats",
+            Frame::Response {
+                id: 7,
+                body: Response::Nats(NatsReply {
+                    reply: Some(Bytes::from_static(b"{\"healthy\":true}")),
+                    publish: vec![Publication {
+                        subject: "OwnerSpace.u1.forApp.attestation.response".into(),
+                        payload: Bytes::from_static(b"{}"),
+                    }],
+                }),
+            },
+        ),
+        ("response_pong", Frame::Response { id: 8, body: Response::Pong }),
+        (
+            "error",
+            Frame::Error { id: Some(9), error: WireError::new(ErrorCode::Busy, "at capacity") },
+        ),
+        (
+            "event_log",
+            Frame::Event(Event::Log(LogEvent {
+                level: LogLevel::Info,
+                target: "vettid_enclave::server".into(),
+                message: "parent connected".into(),
+                fields: vec![("peer".into(), "unix".into())],
+            })),
+        ),
+        ("heartbeat", Frame::Heartbeat(Heartbeat { seq: 3, pong: true })),
+    ]
+}
+
+fn encode(frame: &Frame) -> Bytes {
+    FrameCodec::default().encode_to_bytes(frame).unwrap()
+}
+
+fn decode_one(bytes: &[u8]) -> Decoded {
+    let mut buf = BytesMut::from(bytes);
+    let d = FrameCodec::default().decode(&mut buf).unwrap().expect("complete frame");
+    assert!(buf.is_empty(), "decoder must consume exactly one frame");
+    d
+}
+
+#[test]
+fn every_frame_kind_round_trips() {
+    for (name, frame) in samples() {
+        assert_eq!(decode_one(&encode(&frame)), Decoded::Frame(frame), "{name}");
+    }
+}
+
+/// The wire is frozen: a change here must be deliberate (set UPDATE_GOLDEN=1 to rewrite).
+#[test]
+fn golden_fixtures_match_both_ways() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for (name, frame) in samples() {
+        let path = dir.join(format!("{name}.hex"));
+        let bytes = encode(&frame);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, hex::encode(&bytes) + "\n").unwrap();
+        }
+        let golden = hex::decode(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
+        assert_eq!(hex::encode(&bytes), hex::encode(&golden), "encode({name}) changed");
+        assert_eq!(decode_one(&golden), Decoded::Frame(frame), "decode({name}) changed");
+    }
+}
+
+#[test]
+fn oversized_length_prefix_rejected_before_allocation() {
+    let codec = FrameCodec::new(1024);
+    let mut buf = BytesMut::with_capacity(8);
+    buf.put_u32(0xFFFF_FFF0);
+    let err = codec.decode(&mut buf).unwrap_err();
+    assert!(matches!(err, CodecError::FrameTooLarge { len: 0xFFFF_FFF0, max: 1024 }));
+    assert!(err.is_fatal());
+    assert!(buf.capacity() < 1024, "no allocation for the announced length");
+}
+
+#[test]
+fn frame_at_exactly_the_cap_is_accepted_and_one_over_is_not() {
+    let frame = Frame::Request {
+        id: 1,
+        deadline_ms: 1,
+        body: Request::Nats(NatsMessage {
+            subject: "s".into(),
+            reply: None,
+            headers: vec![],
+            payload: Bytes::from(vec![0u8; 1000]),
+        }),
+    };
+    let len = encode(&frame).len() - LENGTH_PREFIX_LEN;
+    let exact = FrameCodec::new(len);
+    let bytes = exact.encode_to_bytes(&frame).unwrap();
+    assert!(matches!(exact.decode(&mut BytesMut::from(&bytes[..])), Ok(Some(Decoded::Frame(_)))));
+    let small = FrameCodec::new(len - 1);
+    assert!(matches!(small.encode_to_bytes(&frame), Err(CodecError::OutgoingTooLarge { .. })));
+    assert!(matches!(
+        small.decode(&mut BytesMut::from(&bytes[..])),
+        Err(CodecError::FrameTooLarge { .. })
+    ));
+}
+
+#[test]
+fn incomplete_input_waits_for_more() {
+    let bytes = encode(&samples()[1].1);
+    let codec = FrameCodec::default();
+    for cut in 0..bytes.len() {
+        let mut buf = BytesMut::from(&bytes[..cut]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None, "cut at {cut}");
+    }
+}
+
+#[test]
+fn garbage_body_is_a_typed_error_not_a_crash() {
+    for garbage in [&b"\xff\xff\xff"[..], b"hello world", b"\x84\x01\x02", b"\xa0"] {
+        match decode_body(garbage) {
+            Decoded::Invalid { id: None, error } => assert_eq!(error.code, ErrorCode::Malformed),
+            other => panic!("{garbage:?} gave {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn empty_frame_is_malformed() {
+    assert!(matches!(decode_one(&[0, 0, 0, 0]), Decoded::Invalid { id: None, .. }));
+}
+
+fn cbor(v: &ciborium::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(v, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn unknown_frame_kind_keeps_its_id() {
+    use ciborium::Value as V;
+    let body = cbor(&V::Array(vec![V::Text("zap".into()), V::Integer(42.into()), V::Null, V::Null]));
+    match decode_body(&body) {
+        Decoded::Invalid { id, error } => {
+            assert_eq!(id, Some(42));
+            assert_eq!(error.code, ErrorCode::UnknownKind);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unknown_request_type_and_bad_body_are_told_apart() {
+    use ciborium::Value as V;
+    let req = |body: V| {
+        cbor(&V::Array(vec![V::Text("req".into()), V::Integer(5.into()), V::Integer(10.into()), body]))
+    };
+    let unknown = req(V::Map(vec![(V::Text("teleport".into()), V::Null)]));
+    let bad = req(V::Map(vec![(V::Text("nats".into()), V::Integer(1.into()))]));
+    match (decode_body(&unknown), decode_body(&bad)) {
+        (Decoded::Invalid { id: Some(5), error: e1 }, Decoded::Invalid { id: Some(5), error: e2 }) => {
+            assert_eq!(e1.code, ErrorCode::UnknownRequest);
+            assert_eq!(e2.code, ErrorCode::Malformed);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn request_without_id_or_with_extra_elements_is_malformed() {
+    use ciborium::Value as V;
+    let no_id = cbor(&V::Array(vec![V::Text("req".into()), V::Null, V::Integer(1.into()), V::Text("ping".into())]));
+    assert!(matches!(decode_body(&no_id), Decoded::Invalid { error: WireError { code: ErrorCode::Malformed, .. }, .. }));
+    let five = cbor(&V::Array(vec![
+        V::Text("hb".into()),
+        V::Null,
+        V::Null,
+        V::Map(vec![(V::Text("seq".into()), V::Integer(1.into())), (V::Text("pong".into()), V::Bool(false))]),
+        V::Null,
+    ]));
+    assert!(matches!(decode_body(&five), Decoded::Invalid { .. }));
+}
+
+#[test]
+fn trailing_bytes_inside_a_frame_are_rejected() {
+    let mut body = encode(&samples()[2].1)[LENGTH_PREFIX_LEN..].to_vec();
+    body.push(0);
+    assert!(matches!(decode_body(&body), Decoded::Invalid { .. }));
+}
+
+#[test]
+fn random_bodies_never_panic() {
+    // A small deterministic PRNG keeps this reproducible without extra crates.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let seeds: Vec<Bytes> = samples().iter().map(|(_, f)| encode(f)).collect();
+    for i in 0..20_000 {
+        let mut body = seeds[i % seeds.len()][LENGTH_PREFIX_LEN..].to_vec();
+        for _ in 0..(next() % 4 + 1) {
+            let pos = (next() as usize) % body.len();
+            body[pos] = next() as u8;
+        }
+        let _ = decode_body(&body);
+    }
+}
+
+#[tokio::test]
+async fn split_reads_reassemble_frames() {
+    let frames: Vec<Frame> = samples().into_iter().map(|(_, f)| f).collect();
+    let mut wire = Vec::new();
+    for f in &frames {
+        wire.extend_from_slice(&encode(f));
+    }
+    // Feed the stream one to seven bytes at a time.
+    let mut builder = tokio_test::io::Builder::new();
+    let mut i = 0;
+    let mut step = 1;
+    while i < wire.len() {
+        let end = (i + step).min(wire.len());
+        builder.read(&wire[i..end]);
+        i = end;
+        step = step % 7 + 1;
+    }
+    let mut mock = builder.build();
+    let mut buf = BytesMut::new();
+    let codec = FrameCodec::default();
+    for f in &frames {
+        let got = read_frame(&mut mock, &mut buf, &codec).await.unwrap();
+        assert_eq!(got, Some(Decoded::Frame(f.clone())));
+    }
+    assert_eq!(read_frame(&mut mock, &mut buf, &codec).await.unwrap(), None, "clean EOF");
+}
+
+#[tokio::test]
+async fn stream_ending_inside_a_frame_is_truncated() {
+    let bytes = encode(&samples()[1].1);
+    let mut mock = tokio_test::io::Builder::new().read(&bytes[..bytes.len() - 3]).build();
+    let err = read_frame(&mut mock, &mut BytesMut::new(), &FrameCodec::default()).await.unwrap_err();
+    assert!(matches!(err, CodecError::Truncated { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn large_frames_are_written_in_small_chunks() {
+    let payload = Bytes::from(vec![7u8; 100_000]);
+    let frame = Frame::Event(Event::Publish(Publication { subject: "x".into(), payload }));
+    let bytes = encode(&frame);
+    let mut builder = tokio_test::io::Builder::new();
+    for chunk in bytes.chunks(MAX_WRITE_CHUNK) {
+        assert!(chunk.len() < 32 * 1024);
+        builder.write(chunk);
+    }
+    let mut mock = builder.build();
+    write_chunked(&mut mock, &bytes).await.unwrap();
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn nats_requests_round_trip(
+            id in 1u64..,
+            deadline in any::<u32>(),
+            subject in "[A-Za-z0-9.*>_-]{1,64}",
+            reply in proptest::option::of("[A-Za-z0-9._]{1,32}"),
+            headers in proptest::collection::vec(("[a-zA-Z-]{1,16}", ".{0,16}"), 0..4),
+            payload in proptest::collection::vec(any::<u8>(), 0..2048),
+        ) {
+            let frame = Frame::Request {
+                id,
+                deadline_ms: deadline,
+                body: Request::Nats(NatsMessage { subject, reply, headers, payload: payload.into() }),
+            };
+            prop_assert_eq!(decode_one(&encode(&frame)), Decoded::Frame(frame));
+        }
+    }
+}
