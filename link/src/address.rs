@@ -46,7 +46,9 @@ impl FromStr for Address {
     type Err = AddressError;
 
     fn from_str(s: &str) -> Result<Self, AddressError> {
-        let (scheme, rest) = s.split_once("://").ok_or_else(|| AddressError::Scheme(s.into()))?;
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| AddressError::Scheme(s.into()))?;
         match scheme {
             "vsock" => parse_vsock(rest).ok_or_else(|| AddressError::Vsock(s.into())),
             "unix" => {
@@ -56,7 +58,10 @@ impl FromStr for Address {
                 }
                 Ok(Address::Unix(path))
             }
-            "tcp" => rest.parse().map(Address::Tcp).map_err(|_| AddressError::Tcp(s.into())),
+            "tcp" => rest
+                .parse()
+                .map(Address::Tcp)
+                .map_err(|_| AddressError::Tcp(s.into())),
             _ => Err(AddressError::Scheme(s.into())),
         }
     }
@@ -76,7 +81,10 @@ fn parse_vsock(rest: &str) -> Option<Address> {
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Address::Vsock { cid: VMADDR_CID_ANY, port } => write!(f, "vsock://any:{port}"),
+            Address::Vsock {
+                cid: VMADDR_CID_ANY,
+                port,
+            } => write!(f, "vsock://any:{port}"),
             Address::Vsock { cid, port } => write!(f, "vsock://{cid}:{port}"),
             Address::Unix(p) => write!(f, "unix://{}", p.display()),
             Address::Tcp(a) => write!(f, "tcp://{a}"),
@@ -90,17 +98,35 @@ mod tests {
 
     #[test]
     fn production_vsock_addresses_parse() {
-        assert_eq!("vsock://16:5000".parse(), Ok(Address::Vsock { cid: 16, port: 5000 }));
+        assert_eq!(
+            "vsock://16:5000".parse(),
+            Ok(Address::Vsock {
+                cid: 16,
+                port: 5000
+            })
+        );
         assert_eq!(
             "vsock://any:5000".parse(),
-            Ok(Address::Vsock { cid: VMADDR_CID_ANY, port: 5000 })
+            Ok(Address::Vsock {
+                cid: VMADDR_CID_ANY,
+                port: 5000
+            })
         );
-        assert_eq!("vsock://-1:5000".parse::<Address>().unwrap().to_string(), "vsock://any:5000");
+        assert_eq!(
+            "vsock://-1:5000".parse::<Address>().unwrap().to_string(),
+            "vsock://any:5000"
+        );
     }
 
     #[test]
     fn addresses_round_trip_through_display() {
-        for s in ["vsock://16:5000", "vsock://3:8000", "unix:///run/vettid/enclave.sock", "tcp://127.0.0.1:5000", "tcp://[::1]:9"] {
+        for s in [
+            "vsock://16:5000",
+            "vsock://3:8000",
+            "unix:///run/vettid/enclave.sock",
+            "tcp://127.0.0.1:5000",
+            "tcp://[::1]:9",
+        ] {
             assert_eq!(s.parse::<Address>().unwrap().to_string(), s);
         }
     }
@@ -113,10 +139,16 @@ mod tests {
             ("vsock://16", |e| matches!(e, AddressError::Vsock(_))),
             ("vsock://x:5000", |e| matches!(e, AddressError::Vsock(_))),
             ("vsock://16:port", |e| matches!(e, AddressError::Vsock(_))),
-            ("vsock://16:4294967295", |e| matches!(e, AddressError::Vsock(_))),
-            ("vsock://16:99999999999", |e| matches!(e, AddressError::Vsock(_))),
+            ("vsock://16:4294967295", |e| {
+                matches!(e, AddressError::Vsock(_))
+            }),
+            ("vsock://16:99999999999", |e| {
+                matches!(e, AddressError::Vsock(_))
+            }),
             ("unix://", |e| matches!(e, AddressError::Unix(_))),
-            ("unix://relative.sock", |e| matches!(e, AddressError::Unix(_))),
+            ("unix://relative.sock", |e| {
+                matches!(e, AddressError::Unix(_))
+            }),
             ("tcp://localhost", |e| matches!(e, AddressError::Tcp(_))),
             ("tcp://127.0.0.1", |e| matches!(e, AddressError::Tcp(_))),
         ];

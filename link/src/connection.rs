@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use vettid_protocol::{
-    CodecError, Event, Frame, FrameCodec, Hello, RequestId, Request, Response, Role, WireError,
+    CodecError, Event, Frame, FrameCodec, Hello, Request, RequestId, Response, Role, WireError,
     DEFAULT_MAX_FRAME_LEN,
 };
 
@@ -199,7 +199,9 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("peer", &self.shared.peer_hello.role).finish()
+        f.debug_struct("Connection")
+            .field("peer", &self.shared.peer_hello.role)
+            .finish()
     }
 }
 
@@ -216,7 +218,11 @@ impl Connection {
         let bytes = self
             .shared
             .out_codec
-            .encode_to_bytes(&Frame::Request { id, deadline_ms, body })
+            .encode_to_bytes(&Frame::Request {
+                id,
+                deadline_ms,
+                body,
+            })
             .map_err(|e| RpcError::Encode(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         {
@@ -226,9 +232,16 @@ impl Connection {
             }
             pending.waiters.insert(id, tx);
         }
-        let _guard = PendingGuard { shared: &self.shared, id };
+        let _guard = PendingGuard {
+            shared: &self.shared,
+            id,
+        };
         let exchange = async {
-            self.shared.out_tx.send(bytes).await.map_err(|_| self.closed_error())?;
+            self.shared
+                .out_tx
+                .send(bytes)
+                .await
+                .map_err(|_| self.closed_error())?;
             rx.await.map_err(|_| self.closed_error())?
         };
         match tokio::time::timeout(timeout, exchange).await {
@@ -241,11 +254,17 @@ impl Connection {
     /// dropped and counted, because events (log lines) must not stall request traffic.
     pub fn send_event(&self, event: Event) {
         let Ok(bytes) = self.shared.out_codec.encode_to_bytes(&Frame::Event(event)) else {
-            self.shared.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .stats
+                .events_dropped
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
         if self.shared.out_tx.try_send(bytes).is_err() {
-            self.shared.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .stats
+                .events_dropped
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -300,7 +319,10 @@ impl Connection {
     }
 
     fn closed_error(&self) -> RpcError {
-        RpcError::Closed(self.close_reason().unwrap_or(CloseReason::Local("closing".into())))
+        RpcError::Closed(
+            self.close_reason()
+                .unwrap_or(CloseReason::Local("closing".into())),
+        )
     }
 }
 
@@ -328,7 +350,8 @@ impl Shared {
     }
 
     pub(crate) fn heard(&self) {
-        self.last_heard_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_heard_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
 

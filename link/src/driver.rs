@@ -44,9 +44,9 @@ impl Future for ConnectionTask {
     type Output = CloseReason;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseReason> {
-        Pin::new(&mut self.handle)
-            .poll(cx)
-            .map(|r| r.unwrap_or_else(|e| CloseReason::Local(format!("connection task failed: {e}"))))
+        Pin::new(&mut self.handle).poll(cx).map(|r| {
+            r.unwrap_or_else(|e| CloseReason::Local(format!("connection task failed: {e}")))
+        })
     }
 }
 
@@ -77,9 +77,12 @@ impl Connection {
         wr.flush().await.map_err(CodecError::Io)?;
 
         let mut buf = BytesMut::with_capacity(16 * 1024);
-        let first = tokio::time::timeout(config.hello_timeout, read_frame(&mut rd, &mut buf, &in_codec))
-            .await
-            .map_err(|_| LinkError::NoHello(format!("nothing within {:?}", config.hello_timeout)))??;
+        let first = tokio::time::timeout(
+            config.hello_timeout,
+            read_frame(&mut rd, &mut buf, &in_codec),
+        )
+        .await
+        .map_err(|_| LinkError::NoHello(format!("nothing within {:?}", config.hello_timeout)))??;
         let peer_hello = match first {
             Some(Decoded::Frame(Frame::Hello(h))) => h,
             Some(other) => return Err(LinkError::NoHello(format!("first frame was {other:?}"))),
@@ -93,7 +96,10 @@ impl Connection {
             if let Ok(bytes) = in_codec.encode_to_bytes(&refusal) {
                 let _ = write_chunked(&mut wr, &bytes).await;
             }
-            return Err(LinkError::Version { ours: PROTOCOL_VERSION, peer: peer_hello.protocol_version });
+            return Err(LinkError::Version {
+                ours: PROTOCOL_VERSION,
+                peer: peer_hello.protocol_version,
+            });
         }
 
         let out_len = config.max_frame_len.min(peer_hello.max_frame_len as usize);
@@ -103,7 +109,10 @@ impl Connection {
             serve_slots: Arc::new(Semaphore::new(config.max_concurrent_serve.max(1))),
             config,
             peer_hello,
-            pending: Mutex::new(Pending { closed: None, waiters: Default::default() }),
+            pending: Mutex::new(Pending {
+                closed: None,
+                waiters: Default::default(),
+            }),
             next_id: AtomicU64::new(1),
             out_tx,
             close_tx: tokio::sync::watch::channel(None).0,
@@ -112,7 +121,12 @@ impl Connection {
             stats: ConnectionStats::default(),
         });
         let conn = Connection { shared };
-        let driver = Driver { conn: conn.clone(), handler, in_codec, handlers: JoinSet::new() };
+        let driver = Driver {
+            conn: conn.clone(),
+            handler,
+            in_codec,
+            handlers: JoinSet::new(),
+        };
         let handle = tokio::spawn(driver.run(rd, wr, buf, out_rx));
         Ok((conn, ConnectionTask { handle }))
     }
@@ -207,7 +221,11 @@ impl<H: Handler> Driver<H> {
     fn dispatch(&mut self, decoded: Decoded) {
         let shared = &self.conn.shared;
         match decoded {
-            Decoded::Frame(Frame::Request { id, deadline_ms, body }) => {
+            Decoded::Frame(Frame::Request {
+                id,
+                deadline_ms,
+                body,
+            }) => {
                 let Ok(permit) = shared.serve_slots.clone().try_acquire_owned() else {
                     shared.stats.busy_rejections.fetch_add(1, Ordering::Relaxed);
                     self.queue(Frame::Error {
@@ -218,16 +236,26 @@ impl<H: Handler> Driver<H> {
                 };
                 let serving = (shared.config.max_concurrent_serve.max(1)
                     - shared.serve_slots.available_permits()) as u64;
-                shared.stats.max_serving.fetch_max(serving, Ordering::Relaxed);
+                shared
+                    .stats
+                    .max_serving
+                    .fetch_max(serving, Ordering::Relaxed);
                 let deadline = Instant::now() + Duration::from_millis(deadline_ms.into());
-                let ctx = RequestCtx { id, deadline, peer: self.conn.clone() };
+                let ctx = RequestCtx {
+                    id,
+                    deadline,
+                    peer: self.conn.clone(),
+                };
                 let handler = self.handler.clone();
                 let conn = self.conn.clone();
                 self.handlers.spawn(async move {
                     let work = handler.handle(body, ctx);
                     let frame = match tokio::time::timeout_at(deadline.into(), work).await {
                         Ok(Ok(body)) => Frame::Response { id, body },
-                        Ok(Err(error)) => Frame::Error { id: Some(id), error },
+                        Ok(Err(error)) => Frame::Error {
+                            id: Some(id),
+                            error,
+                        },
                         Err(_) => Frame::Error {
                             id: Some(id),
                             error: WireError::new(ErrorCode::Timeout, "deadline passed"),
@@ -238,9 +266,10 @@ impl<H: Handler> Driver<H> {
                 });
             }
             Decoded::Frame(Frame::Response { id, body }) => self.complete(id, Ok(body)),
-            Decoded::Frame(Frame::Error { id: Some(id), error }) => {
-                self.complete(id, Err(crate::RpcError::Remote(error)))
-            }
+            Decoded::Frame(Frame::Error {
+                id: Some(id),
+                error,
+            }) => self.complete(id, Err(crate::RpcError::Remote(error))),
             Decoded::Frame(Frame::Error { id: None, error }) => {
                 tracing::warn!(code = ?error.code, message = %error.message, "peer rejected one of our frames");
             }
@@ -290,7 +319,10 @@ async fn send_answer(conn: &Connection, id: u64, frame: Frame) {
         Err(e) => {
             tracing::error!(id, error = %e, "answer could not be encoded");
             let error = WireError::new(ErrorCode::Internal, "answer exceeds the frame cap");
-            match codec.encode_to_bytes(&Frame::Error { id: Some(id), error }) {
+            match codec.encode_to_bytes(&Frame::Error {
+                id: Some(id),
+                error,
+            }) {
                 Ok(b) => b,
                 Err(_) => return,
             }

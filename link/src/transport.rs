@@ -32,9 +32,9 @@ impl Listener {
     /// The underlying bind error.
     pub async fn bind(addr: &Address) -> io::Result<Self> {
         match addr {
-            Address::Vsock { cid, port } => {
-                Ok(Listener::Vsock(VsockListener::bind(VsockAddr::new(*cid, *port))?))
-            }
+            Address::Vsock { cid, port } => Ok(Listener::Vsock(VsockListener::bind(
+                VsockAddr::new(*cid, *port),
+            )?)),
             Address::Unix(path) => {
                 use std::os::unix::fs::FileTypeExt;
                 if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -60,7 +60,10 @@ impl Listener {
         match self {
             Listener::Vsock(l) => {
                 let a = l.local_addr()?;
-                Ok(Address::Vsock { cid: a.cid(), port: a.port() })
+                Ok(Address::Vsock {
+                    cid: a.cid(),
+                    port: a.port(),
+                })
             }
             Listener::Unix(_, p) => Ok(Address::Unix(p.clone())),
             Listener::Tcp(l) => Ok(Address::Tcp(l.local_addr()?)),
@@ -75,7 +78,10 @@ impl Listener {
         match self {
             Listener::Vsock(l) => {
                 let (s, a) = l.accept().await?;
-                Ok((Stream::Vsock(s), format!("vsock://{}:{}", a.cid(), a.port())))
+                Ok((
+                    Stream::Vsock(s),
+                    format!("vsock://{}:{}", a.cid(), a.port()),
+                ))
             }
             Listener::Unix(l, p) => {
                 let (s, _) = l.accept().await?;
@@ -104,9 +110,9 @@ impl Drop for Listener {
 /// The underlying connect error.
 pub async fn connect(addr: &Address) -> io::Result<Stream> {
     match addr {
-        Address::Vsock { cid, port } => {
-            Ok(Stream::Vsock(VsockStream::connect(VsockAddr::new(*cid, *port)).await?))
-        }
+        Address::Vsock { cid, port } => Ok(Stream::Vsock(
+            VsockStream::connect(VsockAddr::new(*cid, *port)).await?,
+        )),
         Address::Unix(p) => Ok(Stream::Unix(UnixStream::connect(p).await?)),
         Address::Tcp(a) => {
             let s = TcpStream::connect(a).await?;
@@ -148,7 +154,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         delegate!(self, s => Pin::new(s).poll_write(cx, buf))
     }
 

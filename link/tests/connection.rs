@@ -30,7 +30,10 @@ impl Handler for Echo {
                 if let Ok(ms) = m.subject.parse::<u64>() {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
-                Ok(Response::Nats(NatsReply { reply: Some(m.payload), publish: vec![] }))
+                Ok(Response::Nats(NatsReply {
+                    reply: Some(m.payload),
+                    publish: vec![],
+                }))
             }
         };
         self.now.fetch_sub(1, Ordering::SeqCst);
@@ -64,7 +67,14 @@ async fn pair_with(ca: LinkConfig, cb: LinkConfig) -> Pair {
         Connection::establish(sb, cb, hb.clone())
     );
     let ((a, a_task), (b, b_task)) = (ra.unwrap(), rb.unwrap());
-    Pair { a, b, a_task, b_task, a_handler: ha, b_handler: hb }
+    Pair {
+        a,
+        b,
+        a_task,
+        b_task,
+        a_handler: ha,
+        b_handler: hb,
+    }
 }
 
 async fn pair() -> Pair {
@@ -85,7 +95,10 @@ async fn hello_exchange_names_the_peer() {
     let p = pair().await;
     assert_eq!(p.a.peer_hello().role, Role::Enclave);
     assert_eq!(p.b.peer_hello().role, Role::Parent);
-    assert_eq!(p.a.request(Request::Ping, Duration::from_secs(1)).await, Ok(Response::Pong));
+    assert_eq!(
+        p.a.request(Request::Ping, Duration::from_secs(1)).await,
+        Ok(Response::Pong)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,18 +107,35 @@ async fn many_requests_overlap_in_both_directions() {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..200u32 {
-        let (from, _) = if i % 2 == 0 { (p.a.clone(), 0) } else { (p.b.clone(), 1) };
+        let (from, _) = if i % 2 == 0 {
+            (p.a.clone(), 0)
+        } else {
+            (p.b.clone(), 1)
+        };
         tasks.push(tokio::spawn(async move {
             let payload: &'static [u8] = if i % 3 == 0 { b"x" } else { b"y" };
-            let r = from.request(nats("100", payload), Duration::from_secs(5)).await.unwrap();
-            assert_eq!(r, Response::Nats(NatsReply { reply: Some(Bytes::from_static(payload)), publish: vec![] }));
+            let r = from
+                .request(nats("100", payload), Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(
+                r,
+                Response::Nats(NatsReply {
+                    reply: Some(Bytes::from_static(payload)),
+                    publish: vec![]
+                })
+            );
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
     // 200 requests of 100 ms each, finished well under the 20 s a lock-step link would take.
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(p.a_handler.peak.load(Ordering::SeqCst) > 10);
     assert!(p.b_handler.peak.load(Ordering::SeqCst) > 10);
     assert!(p.b.stats().max_serving.load(Ordering::Relaxed) > 10);
@@ -114,11 +144,17 @@ async fn many_requests_overlap_in_both_directions() {
 #[tokio::test]
 async fn timeout_then_late_answer_is_discarded() {
     let p = pair().await;
-    let err = p.a.request(nats("300", b"slow"), Duration::from_millis(50)).await.unwrap_err();
+    let err =
+        p.a.request(nats("300", b"slow"), Duration::from_millis(50))
+            .await
+            .unwrap_err();
     assert_eq!(err, RpcError::Timeout(Duration::from_millis(50)));
     assert_eq!(p.a.in_flight(), 0, "timed-out waiter removed");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(p.a.request(Request::Ping, Duration::from_secs(1)).await, Ok(Response::Pong));
+    assert_eq!(
+        p.a.request(Request::Ping, Duration::from_secs(1)).await,
+        Ok(Response::Pong)
+    );
 }
 
 #[tokio::test]
@@ -134,8 +170,18 @@ async fn handler_deadline_is_enforced_by_the_server() {
     let p = pair().await;
     // The server gives up at the request's deadline and says so; the client sees either the
     // server's Timeout error or its own timeout, whichever comes first, never a hang.
-    let err = p.a.request(nats("2000", b"z"), Duration::from_millis(100)).await.unwrap_err();
-    assert!(matches!(err, RpcError::Timeout(_) | RpcError::Remote(WireError { code: ErrorCode::Timeout, .. })));
+    let err =
+        p.a.request(nats("2000", b"z"), Duration::from_millis(100))
+            .await
+            .unwrap_err();
+    assert!(matches!(
+        err,
+        RpcError::Timeout(_)
+            | RpcError::Remote(WireError {
+                code: ErrorCode::Timeout,
+                ..
+            })
+    ));
 }
 
 #[tokio::test]
@@ -144,7 +190,10 @@ async fn dead_peer_fails_every_waiter_promptly() {
     let waiters: Vec<_> = (0..20)
         .map(|_| {
             let a = p.a.clone();
-            tokio::spawn(async move { a.request(nats("10000", b"z"), Duration::from_secs(30)).await })
+            tokio::spawn(async move {
+                a.request(nats("10000", b"z"), Duration::from_secs(30))
+                    .await
+            })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -154,9 +203,16 @@ async fn dead_peer_fails_every_waiter_promptly() {
     for w in waiters {
         assert!(matches!(w.await.unwrap(), Err(RpcError::Closed(_))));
     }
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(p.a.is_closed());
-    assert!(matches!(p.a.request(Request::Ping, Duration::from_secs(1)).await, Err(RpcError::Closed(_))));
+    assert!(matches!(
+        p.a.request(Request::Ping, Duration::from_secs(1)).await,
+        Err(RpcError::Closed(_))
+    ));
     let _ = p.a_task.await;
 }
 
@@ -171,10 +227,20 @@ async fn silent_peer_is_declared_dead() {
         capabilities: vec![],
         max_frame_len: 1 << 20,
     });
-    raw.write_all(&FrameCodec::default().encode_to_bytes(&hello).unwrap()).await.unwrap();
-    let (a, task) = Connection::establish(sa, config(Role::Parent), Arc::new(Echo::default())).await.unwrap();
-    let err = a.request(Request::Ping, Duration::from_secs(10)).await.unwrap_err();
-    assert!(matches!(err, RpcError::Closed(CloseReason::PeerDead(_))), "{err}");
+    raw.write_all(&FrameCodec::default().encode_to_bytes(&hello).unwrap())
+        .await
+        .unwrap();
+    let (a, task) = Connection::establish(sa, config(Role::Parent), Arc::new(Echo::default()))
+        .await
+        .unwrap();
+    let err = a
+        .request(Request::Ping, Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RpcError::Closed(CloseReason::PeerDead(_))),
+        "{err}"
+    );
     assert!(matches!(task.await, CloseReason::PeerDead(_)));
     drop(raw);
 }
@@ -195,7 +261,10 @@ async fn full_serve_slots_answer_busy() {
     for r in reqs {
         match r.await.unwrap() {
             Ok(_) => ok += 1,
-            Err(RpcError::Remote(WireError { code: ErrorCode::Busy, .. })) => busy += 1,
+            Err(RpcError::Remote(WireError {
+                code: ErrorCode::Busy,
+                ..
+            })) => busy += 1,
             Err(e) => panic!("{e}"),
         }
     }
@@ -207,11 +276,20 @@ async fn full_serve_slots_answer_busy() {
 async fn graceful_close_finishes_in_flight_answers() {
     let p = pair().await;
     let a = p.a.clone();
-    let slow = tokio::spawn(async move { a.request(nats("200", b"kept"), Duration::from_secs(5)).await });
+    let slow = tokio::spawn(async move {
+        a.request(nats("200", b"kept"), Duration::from_secs(5))
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(50)).await;
     p.b.close("shutdown");
     let answer = slow.await.unwrap().unwrap();
-    assert_eq!(answer, Response::Nats(NatsReply { reply: Some(Bytes::from_static(b"kept")), publish: vec![] }));
+    assert_eq!(
+        answer,
+        Response::Nats(NatsReply {
+            reply: Some(Bytes::from_static(b"kept")),
+            publish: vec![]
+        })
+    );
     assert_eq!(p.b_task.await, CloseReason::Local("shutdown".into()));
 }
 
@@ -225,13 +303,19 @@ async fn raw_peer() -> (Connection, ConnectionTask, UnixStream, BytesMut) {
         capabilities: vec![],
         max_frame_len: 1 << 20,
     });
-    raw.write_all(&FrameCodec::default().encode_to_bytes(&hello).unwrap()).await.unwrap();
+    raw.write_all(&FrameCodec::default().encode_to_bytes(&hello).unwrap())
+        .await
+        .unwrap();
     let mut cfg = config(Role::Enclave);
     cfg.dead_after = Duration::from_secs(30);
     cfg.max_frame_len = 4096;
-    let (c, t) = Connection::establish(sa, cfg, Arc::new(Echo::default())).await.unwrap();
+    let (c, t) = Connection::establish(sa, cfg, Arc::new(Echo::default()))
+        .await
+        .unwrap();
     let mut buf = BytesMut::new();
-    let first = read_frame(&mut raw, &mut buf, &FrameCodec::default()).await.unwrap();
+    let first = read_frame(&mut raw, &mut buf, &FrameCodec::default())
+        .await
+        .unwrap();
     assert!(matches!(first, Some(Decoded::Frame(Frame::Hello(_)))));
     (c, t, raw, buf)
 }
@@ -251,7 +335,9 @@ async fn bad_frames_are_answered_and_the_link_keeps_serving() {
     let (conn, _task, mut raw, mut buf) = raw_peer().await;
     let codec = FrameCodec::default();
     // garbage body with a valid prefix
-    raw.write_all(&[0, 0, 0, 3, 0xff, 0x00, 0x13]).await.unwrap();
+    raw.write_all(&[0, 0, 0, 3, 0xff, 0x00, 0x13])
+        .await
+        .unwrap();
     match next_non_heartbeat(&mut raw, &mut buf).await {
         Frame::Error { id: None, error } => assert_eq!(error.code, ErrorCode::Malformed),
         f => panic!("{f:?}"),
@@ -259,20 +345,42 @@ async fn bad_frames_are_answered_and_the_link_keeps_serving() {
     // unknown kind with an id
     let mut body = Vec::new();
     ciborium::into_writer(
-        &ciborium::Value::Array(vec!["boom".into(), 77.into(), ciborium::Value::Null, ciborium::Value::Null]),
+        &ciborium::Value::Array(vec![
+            "boom".into(),
+            77.into(),
+            ciborium::Value::Null,
+            ciborium::Value::Null,
+        ]),
         &mut body,
     )
     .unwrap();
-    raw.write_all(&(body.len() as u32).to_be_bytes()).await.unwrap();
+    raw.write_all(&(body.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
     raw.write_all(&body).await.unwrap();
     match next_non_heartbeat(&mut raw, &mut buf).await {
-        Frame::Error { id: Some(77), error } => assert_eq!(error.code, ErrorCode::UnknownKind),
+        Frame::Error {
+            id: Some(77),
+            error,
+        } => assert_eq!(error.code, ErrorCode::UnknownKind),
         f => panic!("{f:?}"),
     }
     // still serving
-    let ping = codec.encode_to_bytes(&Frame::Request { id: 9, deadline_ms: 1000, body: Request::Ping }).unwrap();
+    let ping = codec
+        .encode_to_bytes(&Frame::Request {
+            id: 9,
+            deadline_ms: 1000,
+            body: Request::Ping,
+        })
+        .unwrap();
     raw.write_all(&ping).await.unwrap();
-    assert_eq!(next_non_heartbeat(&mut raw, &mut buf).await, Frame::Response { id: 9, body: Response::Pong });
+    assert_eq!(
+        next_non_heartbeat(&mut raw, &mut buf).await,
+        Frame::Response {
+            id: 9,
+            body: Response::Pong
+        }
+    );
     assert_eq!(conn.stats().bad_frames_in.load(Ordering::Relaxed), 2);
     assert!(!conn.is_closed());
 }
@@ -303,17 +411,29 @@ async fn wrong_protocol_version_is_refused() {
         capabilities: vec![],
         max_frame_len: 1 << 20,
     });
-    raw.write_all(&FrameCodec::default().encode_to_bytes(&hello).unwrap()).await.unwrap();
-    let err = Connection::establish(sa, config(Role::Enclave), Arc::new(Echo::default())).await.unwrap_err();
+    raw.write_all(&FrameCodec::default().encode_to_bytes(&hello).unwrap())
+        .await
+        .unwrap();
+    let err = Connection::establish(sa, config(Role::Enclave), Arc::new(Echo::default()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, LinkError::Version { .. }), "{err}");
 }
 
 #[tokio::test]
 async fn first_frame_must_be_hello() {
     let (sa, mut raw) = UnixStream::pair().unwrap();
-    let ping = Frame::Request { id: 1, deadline_ms: 10, body: Request::Ping };
-    raw.write_all(&FrameCodec::default().encode_to_bytes(&ping).unwrap()).await.unwrap();
-    let err = Connection::establish(sa, config(Role::Enclave), Arc::new(Echo::default())).await.unwrap_err();
+    let ping = Frame::Request {
+        id: 1,
+        deadline_ms: 10,
+        body: Request::Ping,
+    };
+    raw.write_all(&FrameCodec::default().encode_to_bytes(&ping).unwrap())
+        .await
+        .unwrap();
+    let err = Connection::establish(sa, config(Role::Enclave), Arc::new(Echo::default()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, LinkError::NoHello(_)), "{err}");
 }
 
@@ -322,9 +442,20 @@ async fn requests_larger_than_the_peers_cap_are_not_sent() {
     let mut cb = config(Role::Enclave);
     cb.max_frame_len = 1024;
     let p = pair_with(config(Role::Parent), cb).await;
-    let big = Request::Nats(NatsMessage { subject: "0".into(), reply: None, headers: vec![], payload: vec![0u8; 4096].into() });
-    assert!(matches!(p.a.request(big, Duration::from_secs(1)).await, Err(RpcError::Encode(_))));
-    assert_eq!(p.a.request(Request::Ping, Duration::from_secs(1)).await, Ok(Response::Pong));
+    let big = Request::Nats(NatsMessage {
+        subject: "0".into(),
+        reply: None,
+        headers: vec![],
+        payload: vec![0u8; 4096].into(),
+    });
+    assert!(matches!(
+        p.a.request(big, Duration::from_secs(1)).await,
+        Err(RpcError::Encode(_))
+    ));
+    assert_eq!(
+        p.a.request(Request::Ping, Duration::from_secs(1)).await,
+        Ok(Response::Pong)
+    );
 }
 
 #[tokio::test]
@@ -338,13 +469,21 @@ async fn tcp_and_unix_listeners_carry_a_link() {
         let bound = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (stream, _peer) = listener.accept().await.unwrap();
-            let (c, t) = Connection::establish(stream, config(Role::Enclave), Arc::new(Echo::default())).await.unwrap();
+            let (c, t) =
+                Connection::establish(stream, config(Role::Enclave), Arc::new(Echo::default()))
+                    .await
+                    .unwrap();
             let _ = t.await;
             drop(c);
         });
         let stream = connect(&bound).await.unwrap();
-        let (c, t) = Connection::establish(stream, config(Role::Parent), Arc::new(Echo::default())).await.unwrap();
-        assert_eq!(c.request(Request::Ping, Duration::from_secs(1)).await, Ok(Response::Pong));
+        let (c, t) = Connection::establish(stream, config(Role::Parent), Arc::new(Echo::default()))
+            .await
+            .unwrap();
+        assert_eq!(
+            c.request(Request::Ping, Duration::from_secs(1)).await,
+            Ok(Response::Pong)
+        );
         c.close("done");
         let _ = t.await;
         server.await.unwrap();
@@ -361,7 +500,9 @@ async fn stale_unix_socket_is_replaced_but_other_files_are_not() {
     let _second = Listener::bind(&addr).await.expect("stale socket replaced");
     let file = dir.path().join("f");
     std::fs::write(&file, b"keep").unwrap();
-    let err = Listener::bind(&format!("unix://{}", file.display()).parse().unwrap()).await.unwrap_err();
+    let err = Listener::bind(&format!("unix://{}", file.display()).parse().unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
     assert_eq!(std::fs::read(&file).unwrap(), b"keep");
 }

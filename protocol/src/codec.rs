@@ -51,7 +51,9 @@ impl Default for FrameCodec {
 impl FrameCodec {
     /// A codec that refuses frame bodies longer than `max_len` bytes (capped at `u32::MAX`).
     pub fn new(max_len: usize) -> Self {
-        Self { max_len: max_len.min(u32::MAX as usize) }
+        Self {
+            max_len: max_len.min(u32::MAX as usize),
+        }
     }
 
     /// The configured cap.
@@ -73,7 +75,10 @@ impl FrameCodec {
         }
         let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if len > self.max_len {
-            return Err(CodecError::FrameTooLarge { len, max: self.max_len });
+            return Err(CodecError::FrameTooLarge {
+                len,
+                max: self.max_len,
+            });
         }
         let want = LENGTH_PREFIX_LEN + len;
         if buf.len() < want {
@@ -99,7 +104,10 @@ impl FrameCodec {
         let len = dst.len() - start - LENGTH_PREFIX_LEN;
         if len > self.max_len {
             dst.truncate(start);
-            return Err(CodecError::OutgoingTooLarge { len, max: self.max_len });
+            return Err(CodecError::OutgoingTooLarge {
+                len,
+                max: self.max_len,
+            });
         }
         dst[start..start + LENGTH_PREFIX_LEN].copy_from_slice(&(len as u32).to_be_bytes());
         Ok(())
@@ -124,18 +132,27 @@ pub fn decode_body(body: &[u8]) -> Decoded {
     }
     let mut rest = body;
     match ciborium::from_reader::<WireFrame, _>(&mut rest) {
-        Ok(_) if !rest.is_empty() => invalid(None, ErrorCode::Malformed, "trailing bytes after frame"),
+        Ok(_) if !rest.is_empty() => {
+            invalid(None, ErrorCode::Malformed, "trailing bytes after frame")
+        }
         Ok(WireFrame::Known(frame)) => Decoded::Frame(frame),
-        Ok(WireFrame::UnknownKind { id }) => invalid(id, ErrorCode::UnknownKind, "unknown frame kind"),
+        Ok(WireFrame::UnknownKind { id }) => {
+            invalid(id, ErrorCode::UnknownKind, "unknown frame kind")
+        }
         Err(_) => diagnose(body),
     }
 }
 
 /// Works out, for a body that failed to decode, which request it was and why it failed.
 fn diagnose(body: &[u8]) -> Decoded {
-    let Ok(LenientFrame(kind, id, _, lenient_body)) = ciborium::from_reader::<LenientFrame, _>(body)
+    let Ok(LenientFrame(kind, id, _, lenient_body)) =
+        ciborium::from_reader::<LenientFrame, _>(body)
     else {
-        return invalid(None, ErrorCode::Malformed, "frame is not a valid CBOR frame array");
+        return invalid(
+            None,
+            ErrorCode::Malformed,
+            "frame is not a valid CBOR frame array",
+        );
     };
     if kind == FrameKind::Request {
         if let Some(LenientBody::Map(m)) = &lenient_body {
@@ -144,9 +161,16 @@ fn diagnose(body: &[u8]) -> Decoded {
             }
         }
     }
-    invalid(id, ErrorCode::Malformed, "frame body does not match its kind")
+    invalid(
+        id,
+        ErrorCode::Malformed,
+        "frame body does not match its kind",
+    )
 }
 
 fn invalid(id: Option<RequestId>, code: ErrorCode, message: &str) -> Decoded {
-    Decoded::Invalid { id, error: WireError::new(code, message) }
+    Decoded::Invalid {
+        id,
+        error: WireError::new(code, message),
+    }
 }

@@ -43,7 +43,10 @@ pub enum CodecError {
 impl CodecError {
     /// Whether the connection must be closed after this error.
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, CodecError::OutgoingTooLarge { .. } | CodecError::Encode(_))
+        !matches!(
+            self,
+            CodecError::OutgoingTooLarge { .. } | CodecError::Encode(_)
+        )
     }
 }
 
@@ -89,6 +92,9 @@ pub struct WireError {
 impl WireError {
     /// Builds an error from a code and a static or formatted message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }

@@ -141,7 +141,11 @@ impl Serialize for Frame {
                 t.serialize_element(&None::<u32>)?;
                 t.serialize_element(h)?;
             }
-            Frame::Request { id, deadline_ms, body } => {
+            Frame::Request {
+                id,
+                deadline_ms,
+                body,
+            } => {
                 t.serialize_element(&Some(*id))?;
                 t.serialize_element(&Some(*deadline_ms))?;
                 t.serialize_element(body)?;
@@ -215,9 +219,10 @@ impl<'de> Visitor<'de> for FrameVisitor {
                 id: need_id()?,
                 body: seq.next_element()?.ok_or_else(|| missing("body"))?,
             },
-            FrameKind::Error => {
-                Frame::Error { id, error: seq.next_element()?.ok_or_else(|| missing("body"))? }
-            }
+            FrameKind::Error => Frame::Error {
+                id,
+                error: seq.next_element()?.ok_or_else(|| missing("body"))?,
+            },
             FrameKind::Event => Frame::Event(seq.next_element()?.ok_or_else(|| missing("body"))?),
             FrameKind::Heartbeat => {
                 Frame::Heartbeat(seq.next_element()?.ok_or_else(|| missing("body"))?)

@@ -42,7 +42,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             } else {
                 4
             };
-            return Err(CodecError::Truncated { have: buf.len(), want });
+            return Err(CodecError::Truncated {
+                have: buf.len(),
+                want,
+            });
         }
     }
 }

@@ -30,7 +30,14 @@ fn samples() -> Vec<(&'static str, Frame)> {
                 }),
             },
         ),
-        ("request_ping", Frame::Request { id: 8, deadline_ms: 100, body: Request::Ping }),
+        (
+            "request_ping",
+            Frame::Request {
+                id: 8,
+                deadline_ms: 100,
+                body: Request::Ping,
+            },
+        ),
         (
             "response_nats",
             Frame::Response {
@@ -44,10 +51,19 @@ fn samples() -> Vec<(&'static str, Frame)> {
                 }),
             },
         ),
-        ("response_pong", Frame::Response { id: 8, body: Response::Pong }),
+        (
+            "response_pong",
+            Frame::Response {
+                id: 8,
+                body: Response::Pong,
+            },
+        ),
         (
             "error",
-            Frame::Error { id: Some(9), error: WireError::new(ErrorCode::Busy, "at capacity") },
+            Frame::Error {
+                id: Some(9),
+                error: WireError::new(ErrorCode::Busy, "at capacity"),
+            },
         ),
         (
             "event_log",
@@ -58,7 +74,10 @@ fn samples() -> Vec<(&'static str, Frame)> {
                 fields: vec![("peer".into(), "unix".into())],
             })),
         ),
-        ("heartbeat", Frame::Heartbeat(Heartbeat { seq: 3, pong: true })),
+        (
+            "heartbeat",
+            Frame::Heartbeat(Heartbeat { seq: 3, pong: true }),
+        ),
     ]
 }
 
@@ -68,7 +87,10 @@ fn encode(frame: &Frame) -> Bytes {
 
 fn decode_one(bytes: &[u8]) -> Decoded {
     let mut buf = BytesMut::from(bytes);
-    let d = FrameCodec::default().decode(&mut buf).unwrap().expect("complete frame");
+    let d = FrameCodec::default()
+        .decode(&mut buf)
+        .unwrap()
+        .expect("complete frame");
     assert!(buf.is_empty(), "decoder must consume exactly one frame");
     d
 }
@@ -91,8 +113,16 @@ fn golden_fixtures_match_both_ways() {
             std::fs::write(&path, hex::encode(&bytes) + "\n").unwrap();
         }
         let golden = hex::decode(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
-        assert_eq!(hex::encode(&bytes), hex::encode(&golden), "encode({name}) changed");
-        assert_eq!(decode_one(&golden), Decoded::Frame(frame), "decode({name}) changed");
+        assert_eq!(
+            hex::encode(&bytes),
+            hex::encode(&golden),
+            "encode({name}) changed"
+        );
+        assert_eq!(
+            decode_one(&golden),
+            Decoded::Frame(frame),
+            "decode({name}) changed"
+        );
     }
 }
 
@@ -102,9 +132,18 @@ fn oversized_length_prefix_rejected_before_allocation() {
     let mut buf = BytesMut::with_capacity(8);
     buf.put_u32(0xFFFF_FFF0);
     let err = codec.decode(&mut buf).unwrap_err();
-    assert!(matches!(err, CodecError::FrameTooLarge { len: 0xFFFF_FFF0, max: 1024 }));
+    assert!(matches!(
+        err,
+        CodecError::FrameTooLarge {
+            len: 0xFFFF_FFF0,
+            max: 1024
+        }
+    ));
     assert!(err.is_fatal());
-    assert!(buf.capacity() < 1024, "no allocation for the announced length");
+    assert!(
+        buf.capacity() < 1024,
+        "no allocation for the announced length"
+    );
 }
 
 #[test]
@@ -122,9 +161,15 @@ fn frame_at_exactly_the_cap_is_accepted_and_one_over_is_not() {
     let len = encode(&frame).len() - LENGTH_PREFIX_LEN;
     let exact = FrameCodec::new(len);
     let bytes = exact.encode_to_bytes(&frame).unwrap();
-    assert!(matches!(exact.decode(&mut BytesMut::from(&bytes[..])), Ok(Some(Decoded::Frame(_)))));
+    assert!(matches!(
+        exact.decode(&mut BytesMut::from(&bytes[..])),
+        Ok(Some(Decoded::Frame(_)))
+    ));
     let small = FrameCodec::new(len - 1);
-    assert!(matches!(small.encode_to_bytes(&frame), Err(CodecError::OutgoingTooLarge { .. })));
+    assert!(matches!(
+        small.encode_to_bytes(&frame),
+        Err(CodecError::OutgoingTooLarge { .. })
+    ));
     assert!(matches!(
         small.decode(&mut BytesMut::from(&bytes[..])),
         Err(CodecError::FrameTooLarge { .. })
@@ -143,7 +188,12 @@ fn incomplete_input_waits_for_more() {
 
 #[test]
 fn garbage_body_is_a_typed_error_not_a_crash() {
-    for garbage in [&b"\xff\xff\xff"[..], b"hello world", b"\x84\x01\x02", b"\xa0"] {
+    for garbage in [
+        &b"\xff\xff\xff"[..],
+        b"hello world",
+        b"\x84\x01\x02",
+        b"\xa0",
+    ] {
         match decode_body(garbage) {
             Decoded::Invalid { id: None, error } => assert_eq!(error.code, ErrorCode::Malformed),
             other => panic!("{garbage:?} gave {other:?}"),
@@ -153,7 +203,10 @@ fn garbage_body_is_a_typed_error_not_a_crash() {
 
 #[test]
 fn empty_frame_is_malformed() {
-    assert!(matches!(decode_one(&[0, 0, 0, 0]), Decoded::Invalid { id: None, .. }));
+    assert!(matches!(
+        decode_one(&[0, 0, 0, 0]),
+        Decoded::Invalid { id: None, .. }
+    ));
 }
 
 fn cbor(v: &ciborium::Value) -> Vec<u8> {
@@ -165,7 +218,12 @@ fn cbor(v: &ciborium::Value) -> Vec<u8> {
 #[test]
 fn unknown_frame_kind_keeps_its_id() {
     use ciborium::Value as V;
-    let body = cbor(&V::Array(vec![V::Text("zap".into()), V::Integer(42.into()), V::Null, V::Null]));
+    let body = cbor(&V::Array(vec![
+        V::Text("zap".into()),
+        V::Integer(42.into()),
+        V::Null,
+        V::Null,
+    ]));
     match decode_body(&body) {
         Decoded::Invalid { id, error } => {
             assert_eq!(id, Some(42));
@@ -179,12 +237,26 @@ fn unknown_frame_kind_keeps_its_id() {
 fn unknown_request_type_and_bad_body_are_told_apart() {
     use ciborium::Value as V;
     let req = |body: V| {
-        cbor(&V::Array(vec![V::Text("req".into()), V::Integer(5.into()), V::Integer(10.into()), body]))
+        cbor(&V::Array(vec![
+            V::Text("req".into()),
+            V::Integer(5.into()),
+            V::Integer(10.into()),
+            body,
+        ]))
     };
     let unknown = req(V::Map(vec![(V::Text("teleport".into()), V::Null)]));
     let bad = req(V::Map(vec![(V::Text("nats".into()), V::Integer(1.into()))]));
     match (decode_body(&unknown), decode_body(&bad)) {
-        (Decoded::Invalid { id: Some(5), error: e1 }, Decoded::Invalid { id: Some(5), error: e2 }) => {
+        (
+            Decoded::Invalid {
+                id: Some(5),
+                error: e1,
+            },
+            Decoded::Invalid {
+                id: Some(5),
+                error: e2,
+            },
+        ) => {
             assert_eq!(e1.code, ErrorCode::UnknownRequest);
             assert_eq!(e2.code, ErrorCode::Malformed);
         }
@@ -195,13 +267,30 @@ fn unknown_request_type_and_bad_body_are_told_apart() {
 #[test]
 fn request_without_id_or_with_extra_elements_is_malformed() {
     use ciborium::Value as V;
-    let no_id = cbor(&V::Array(vec![V::Text("req".into()), V::Null, V::Integer(1.into()), V::Text("ping".into())]));
-    assert!(matches!(decode_body(&no_id), Decoded::Invalid { error: WireError { code: ErrorCode::Malformed, .. }, .. }));
+    let no_id = cbor(&V::Array(vec![
+        V::Text("req".into()),
+        V::Null,
+        V::Integer(1.into()),
+        V::Text("ping".into()),
+    ]));
+    assert!(matches!(
+        decode_body(&no_id),
+        Decoded::Invalid {
+            error: WireError {
+                code: ErrorCode::Malformed,
+                ..
+            },
+            ..
+        }
+    ));
     let five = cbor(&V::Array(vec![
         V::Text("hb".into()),
         V::Null,
         V::Null,
-        V::Map(vec![(V::Text("seq".into()), V::Integer(1.into())), (V::Text("pong".into()), V::Bool(false))]),
+        V::Map(vec![
+            (V::Text("seq".into()), V::Integer(1.into())),
+            (V::Text("pong".into()), V::Bool(false)),
+        ]),
         V::Null,
     ]));
     assert!(matches!(decode_body(&five), Decoded::Invalid { .. }));
@@ -259,21 +348,32 @@ async fn split_reads_reassemble_frames() {
         let got = read_frame(&mut mock, &mut buf, &codec).await.unwrap();
         assert_eq!(got, Some(Decoded::Frame(f.clone())));
     }
-    assert_eq!(read_frame(&mut mock, &mut buf, &codec).await.unwrap(), None, "clean EOF");
+    assert_eq!(
+        read_frame(&mut mock, &mut buf, &codec).await.unwrap(),
+        None,
+        "clean EOF"
+    );
 }
 
 #[tokio::test]
 async fn stream_ending_inside_a_frame_is_truncated() {
     let bytes = encode(&samples()[1].1);
-    let mut mock = tokio_test::io::Builder::new().read(&bytes[..bytes.len() - 3]).build();
-    let err = read_frame(&mut mock, &mut BytesMut::new(), &FrameCodec::default()).await.unwrap_err();
+    let mut mock = tokio_test::io::Builder::new()
+        .read(&bytes[..bytes.len() - 3])
+        .build();
+    let err = read_frame(&mut mock, &mut BytesMut::new(), &FrameCodec::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, CodecError::Truncated { .. }), "{err}");
 }
 
 #[tokio::test]
 async fn large_frames_are_written_in_small_chunks() {
     let payload = Bytes::from(vec![7u8; 100_000]);
-    let frame = Frame::Event(Event::Publish(Publication { subject: "x".into(), payload }));
+    let frame = Frame::Event(Event::Publish(Publication {
+        subject: "x".into(),
+        payload,
+    }));
     let bytes = encode(&frame);
     let mut builder = tokio_test::io::Builder::new();
     for chunk in bytes.chunks(MAX_WRITE_CHUNK) {

@@ -1,0 +1,58 @@
+//! `vettid`: the operator CLI the runbooks call. Talks to the enclave through NATS exactly as
+//! Lambdas do, and verifies attestation documents with the same verifier crate the apps use.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod error;
+mod nats_cmd;
+mod output;
+mod verify_cmd;
+
+use error::CliError;
+
+/// VettID operator CLI.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ask the enclave for its health through NATS (`enclave.health`).
+    Health(nats_cmd::HealthArgs),
+    /// Request a fresh attestation document through NATS and print (or verify) it.
+    Attest(nats_cmd::AttestArgs),
+    /// Verify an attestation document from a file.
+    Verify(verify_cmd::VerifyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Verify(args) => verify_cmd::run(&args),
+        command => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(async {
+                match command {
+                    Command::Health(args) => nats_cmd::health(&args).await,
+                    Command::Attest(args) => nats_cmd::attest(&args).await,
+                    Command::Verify(_) => unreachable!("handled above"),
+                }
+            }),
+            Err(e) => Err(CliError::Other(format!("cannot start the runtime: {e}"))),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            output::error(&e.to_string());
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

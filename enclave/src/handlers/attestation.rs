@@ -1,0 +1,136 @@
+//! `enclave.attestation.request` (Lambda) and `OwnerSpace.{guid}.forVault.attestation` (app).
+//!
+//! Each request gets a fresh NSM document whose `nonce` is the caller's nonce and whose
+//! `public_key` is a fresh X25519 key; the private half stays in [`crate::keys::KeyStore`] for the
+//! vault (at most the TTL, single use). The reply carries both the names the operations runbook
+//! expects (`attestation_document`, `enclave_public_key`, `nonce`) and the VettID v1 names apps
+//! and Lambdas read today (`attestation`, `public_key`; `timestamp`/`event_id` are added by
+//! [`crate::reply`]).
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::{Map, Value};
+use vettid_nsm::{AttestationRequest, MAX_NONCE_LEN};
+
+use crate::keys::KeyError;
+use crate::reply::ClientError;
+use crate::router::OwnerSpace;
+use crate::state::EnclaveState;
+
+/// Extracts and checks the nonce: top-level `nonce` (Lambda and app) or `payload.nonce` (app
+/// envelope), standard base64, 1..=512 bytes once decoded.
+///
+/// # Errors
+/// [`ClientError::MissingNonce`], [`ClientError::BadNonce`], [`ClientError::NonceTooLarge`].
+pub fn nonce(request: &Map<String, Value>) -> Result<Vec<u8>, ClientError> {
+    let field = request
+        .get("nonce")
+        .or_else(|| request.get("payload").and_then(|p| p.get("nonce")))
+        .ok_or(ClientError::MissingNonce)?;
+    let text = field.as_str().ok_or(ClientError::BadNonce)?;
+    // Refuse before decoding anything huge: base64 of 512 bytes is 684 characters.
+    if text.len() > MAX_NONCE_LEN.div_ceil(3) * 4 {
+        return Err(ClientError::NonceTooLarge);
+    }
+    let bytes = B64.decode(text).map_err(|_| ClientError::BadNonce)?;
+    match bytes.len() {
+        0 => Err(ClientError::BadNonce),
+        n if n > MAX_NONCE_LEN => Err(ClientError::NonceTooLarge),
+        _ => Ok(bytes),
+    }
+}
+
+/// Produces the attestation reply object.
+///
+/// # Errors
+/// Nonce errors as in [`nonce`]; [`ClientError::Busy`] when the key store is full;
+/// [`ClientError::AttestationFailed`] when the NSM fails.
+pub async fn handle(
+    state: &std::sync::Arc<EnclaveState>,
+    owner: Option<&OwnerSpace>,
+    request: &Map<String, Value>,
+) -> Result<Map<String, Value>, ClientError> {
+    let nonce = nonce(request)?;
+    let public_key = state
+        .keys
+        .generate(owner.map(OwnerSpace::as_str))
+        .map_err(|e| match e {
+            KeyError::Full => ClientError::Busy,
+            KeyError::Generate => ClientError::AttestationFailed,
+        })?;
+    let req = AttestationRequest {
+        nonce: Some(nonce.clone()),
+        public_key: Some(public_key.to_vec()),
+        user_data: None,
+    };
+    let nsm = state.nsm.clone();
+    let document = tokio::task::spawn_blocking(move || nsm.attest(&req))
+        .await
+        .map_err(|_| ClientError::AttestationFailed)?
+        .map_err(|e| {
+            tracing::error!(error = %e, "NSM attestation failed");
+            ClientError::AttestationFailed
+        })?;
+
+    let doc_b64 = B64.encode(&document);
+    let key_b64 = B64.encode(public_key);
+    let mut body = Map::new();
+    body.insert("attestation_document".into(), doc_b64.clone().into());
+    body.insert("enclave_public_key".into(), key_b64.clone().into());
+    body.insert("nonce".into(), B64.encode(&nonce).into());
+    body.insert("attestation".into(), doc_b64.into());
+    body.insert("public_key".into(), key_b64.into());
+    body.insert(
+        "module_id".into(),
+        state.nsm_description.module_id.clone().into(),
+    );
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn nonce_from_top_level_or_payload() {
+        assert_eq!(nonce(&obj(json!({"nonce": "AQID"}))), Ok(vec![1, 2, 3]));
+        assert_eq!(
+            nonce(&obj(json!({"id": "x", "payload": {"nonce": "AQID"}}))),
+            Ok(vec![1, 2, 3])
+        );
+    }
+
+    #[test]
+    fn bad_nonces_are_typed_errors() {
+        assert_eq!(nonce(&obj(json!({}))), Err(ClientError::MissingNonce));
+        assert_eq!(nonce(&obj(json!({"nonce": 5}))), Err(ClientError::BadNonce));
+        assert_eq!(
+            nonce(&obj(json!({"nonce": "!!"}))),
+            Err(ClientError::BadNonce)
+        );
+        assert_eq!(
+            nonce(&obj(json!({"nonce": ""}))),
+            Err(ClientError::BadNonce)
+        );
+        let big = B64.encode(vec![0u8; MAX_NONCE_LEN + 1]);
+        assert_eq!(
+            nonce(&obj(json!({"nonce": big}))),
+            Err(ClientError::NonceTooLarge)
+        );
+        let max = B64.encode(vec![0u8; MAX_NONCE_LEN]);
+        assert_eq!(
+            nonce(&obj(json!({"nonce": max}))).map(|n| n.len()),
+            Ok(MAX_NONCE_LEN)
+        );
+        let huge = "A".repeat(10_000_000);
+        assert_eq!(
+            nonce(&obj(json!({"nonce": huge}))),
+            Err(ClientError::NonceTooLarge)
+        );
+    }
+}

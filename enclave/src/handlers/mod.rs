@@ -1,0 +1,7 @@
+//! One file per request family (STYLE rule 12). Each handler decodes its arguments, applies
+//! them, and returns the reply object or a [`crate::reply::ClientError`].
+
+pub mod attestation;
+#[cfg(feature = "dev")]
+pub mod dev;
+pub mod health;

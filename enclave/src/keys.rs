@@ -1,0 +1,173 @@
+//! Short-lived X25519 keys whose public halves were put in attestation documents.
+//!
+//! An app that verified a document encrypts its PIN to the document's `public_key`; the vault later
+//! takes the private half from here to decrypt it. Keys are single use ([`KeyStore::take`] removes
+//! them), scoped to the owner space that asked (a key minted for one user can never open another
+//! user's payload), and expire after the TTL (VettID: 300 s). Unlike VettID v1, a newer attestation
+//! does not replace an older one for the same user (defect G31): each document's key stands alone.
+//!
+//! aws-lc zeroises private key material when the key object is freed, so dropping an entry is
+//! enough to erase it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::agreement::{PrivateKey, X25519};
+
+/// An X25519 public key (32 bytes).
+pub type PublicKey = [u8; 32];
+
+/// Why a key could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The store is at its cap with no expired key to drop.
+    #[error("too many live attestation keys")]
+    Full,
+    /// The crypto library failed to generate a key.
+    #[error("key generation failed")]
+    Generate,
+}
+
+struct Entry {
+    key: PrivateKey,
+    owner: Option<String>,
+    expires: Instant,
+}
+
+/// Bounded store of attestation private keys.
+pub struct KeyStore {
+    ttl: Duration,
+    cap: usize,
+    entries: Mutex<HashMap<PublicKey, Entry>>,
+}
+
+impl KeyStore {
+    /// A store keeping keys for `ttl`, at most `cap` at once.
+    pub fn new(ttl: Duration, cap: usize) -> Self {
+        Self {
+            ttl,
+            cap: cap.max(1),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Generates a fresh key for `owner` (None for the Lambda path) and returns its public half.
+    ///
+    /// # Errors
+    /// [`KeyError::Full`] at the cap, [`KeyError::Generate`] if aws-lc fails.
+    pub fn generate(&self, owner: Option<&str>) -> Result<PublicKey, KeyError> {
+        let key = PrivateKey::generate(&X25519).map_err(|_| KeyError::Generate)?;
+        let public: PublicKey = key
+            .compute_public_key()
+            .map_err(|_| KeyError::Generate)?
+            .as_ref()
+            .try_into()
+            .map_err(|_| KeyError::Generate)?;
+        let now = Instant::now();
+        let mut entries = self.lock();
+        if entries.len() >= self.cap {
+            entries.retain(|_, e| e.expires > now);
+            if entries.len() >= self.cap {
+                return Err(KeyError::Full);
+            }
+        }
+        entries.insert(
+            public,
+            Entry {
+                key,
+                owner: owner.map(str::to_owned),
+                expires: now + self.ttl,
+            },
+        );
+        Ok(public)
+    }
+
+    /// Removes and returns the private key for `public` if it is live and belongs to `owner`.
+    /// A key that exists but belongs to someone else is left in place (and not revealed).
+    pub fn take(&self, public: &PublicKey, owner: Option<&str>) -> Option<PrivateKey> {
+        let mut entries = self.lock();
+        let entry = entries.get(public)?;
+        if entry.expires <= Instant::now() {
+            entries.remove(public);
+            return None;
+        }
+        if entry.owner.as_deref() != owner {
+            return None;
+        }
+        entries.remove(public).map(|e| e.key)
+    }
+
+    /// Drops expired keys; returns how many remain.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        entries.retain(|_, e| e.expires > now);
+        entries.len()
+    }
+
+    /// Keys currently held (live or not yet swept).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PublicKey, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_single_use_and_scoped_to_their_owner() {
+        let store = KeyStore::new(Duration::from_secs(60), 10);
+        let pk = store.generate(Some("alice")).unwrap();
+        assert!(store.take(&pk, Some("mallory")).is_none(), "other owner");
+        assert!(
+            store.take(&pk, None).is_none(),
+            "lambda path cannot take a user's key"
+        );
+        assert!(store.take(&pk, Some("alice")).is_some());
+        assert!(store.take(&pk, Some("alice")).is_none(), "single use");
+    }
+
+    #[test]
+    fn two_attestations_for_one_owner_keep_both_keys() {
+        let store = KeyStore::new(Duration::from_secs(60), 10);
+        let a = store.generate(Some("u")).unwrap();
+        let b = store.generate(Some("u")).unwrap();
+        assert_ne!(a, b);
+        assert!(store.take(&a, Some("u")).is_some());
+        assert!(store.take(&b, Some("u")).is_some());
+    }
+
+    #[test]
+    fn expired_keys_are_gone_and_make_room() {
+        let store = KeyStore::new(Duration::from_millis(1), 2);
+        let a = store.generate(None).unwrap();
+        store.generate(None).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(store.take(&a, None).is_none());
+        store.generate(None).unwrap();
+        store
+            .generate(None)
+            .expect("expired entries were dropped at the cap");
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn cap_refuses_when_all_keys_are_live() {
+        let store = KeyStore::new(Duration::from_secs(60), 2);
+        store.generate(None).unwrap();
+        store.generate(None).unwrap();
+        assert!(matches!(store.generate(None), Err(KeyError::Full)));
+    }
+}

@@ -1,0 +1,185 @@
+//! `vettid-enclave`: parse flags, open the NSM, bind, serve until SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use vettid_enclave::{server, EnclaveConfig, EnclaveState, Processor};
+use vettid_link::{Address, LinkConfig, Listener};
+use vettid_protocol::Role;
+
+/// The VettID vault and attestation service (runs inside the Nitro Enclave).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Where the parent connects: vsock://any:5000 in production; unix:///path or tcp://127.0.0.1:PORT in dev.
+    #[arg(
+        long,
+        env = "VETTID_ENCLAVE_LISTEN",
+        default_value = "vsock://any:5000"
+    )]
+    listen: String,
+    /// Requests served at once; beyond this the parent is told `busy`.
+    #[arg(long, default_value_t = 4096)]
+    max_concurrent: usize,
+    /// Dev builds: directory holding the mock NSM root (mock-root.pem) so it survives restarts.
+    #[arg(long, env = "VETTID_DEV_DIR")]
+    dev_dir: Option<std::path::PathBuf>,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+    /// Print build facts (version, whether the mock NSM is compiled in) as JSON and exit.
+    #[arg(long)]
+    build_info: bool,
+}
+
+/// EX_USAGE: bad flags or configuration.
+const EX_USAGE: u8 = 64;
+/// EX_UNAVAILABLE: a required service (the NSM) is missing.
+const EX_UNAVAILABLE: u8 = 69;
+/// EX_OSERR: binding the listener failed.
+const EX_OSERR: u8 = 71;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.build_info {
+        let info = serde_json::json!({
+            "version": vettid_enclave::VERSION,
+            "mock_nsm": vettid_nsm::MOCK_COMPILED_IN,
+            "protocol_version": vettid_protocol::PROTOCOL_VERSION,
+        });
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{info}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(&args.log_format);
+    let listen: Address = match args.listen.parse() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid --listen");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let nsm = match open_nsm(&args) {
+        Ok(nsm) => nsm,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start without an NSM");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    let mut config = EnclaveConfig::new(listen);
+    config.max_concurrent_requests = args.max_concurrent.max(1);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    runtime.block_on(run(config, nsm))
+}
+
+async fn run(config: EnclaveConfig, nsm: Arc<dyn vettid_nsm::Nsm>) -> ExitCode {
+    let state = match EnclaveState::new(config.clone(), nsm) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!(error = %e, "the NSM cannot describe itself");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    let listener = match Listener::bind(&config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listen = %config.listen, error = %e, "cannot listen");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    let mut link = LinkConfig::new(Role::Enclave);
+    link.max_concurrent_serve = config.max_concurrent_requests;
+    link.max_frame_len = config.max_frame_len;
+    link.capabilities = vec!["nats".into()];
+    tracing::info!(
+        listen = %config.listen,
+        version = vettid_enclave::VERSION,
+        module_id = %state.nsm_description.module_id,
+        mock_nsm = state.nsm_description.is_mock,
+        "enclave listening"
+    );
+    let processor = Arc::new(Processor::new(state));
+    server::serve(
+        listener,
+        processor,
+        link,
+        config.drain_grace,
+        shutdown_signal(),
+    )
+    .await;
+    tracing::info!("enclave stopped");
+    ExitCode::SUCCESS
+}
+
+#[cfg(feature = "dev")]
+fn open_nsm(args: &Args) -> Result<Arc<dyn vettid_nsm::Nsm>, String> {
+    use vettid_nsm::{MockNsm, MockPcrs};
+    // PCRs derive from this very binary, so a rebuilt enclave reports new PCRs as it would in an EIF.
+    let exe = std::env::current_exe()
+        .and_then(std::fs::read)
+        .map_err(|e| format!("cannot read own binary: {e}"))?;
+    let pcrs = MockPcrs::from_measurement(&exe);
+    let nsm = match &args.dev_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            MockNsm::load_or_create(dir, pcrs)
+        }
+        None => MockNsm::ephemeral(pcrs),
+    }
+    .map_err(|e| e.to_string())?;
+    tracing::warn!(
+        "DEV BUILD: using the MOCK NSM. Attestation documents are signed by a local CA and prove nothing. Never deploy this binary."
+    );
+    Ok(Arc::new(nsm))
+}
+
+#[cfg(not(feature = "dev"))]
+fn open_nsm(args: &Args) -> Result<Arc<dyn vettid_nsm::Nsm>, String> {
+    if args.dev_dir.is_some() {
+        tracing::warn!("--dev-dir is ignored: this is a production build without the mock NSM");
+    }
+    vettid_nsm::RealNsm::open()
+        .map(|n| Arc::new(n) as Arc<dyn vettid_nsm::Nsm>)
+        .map_err(|e| e.to_string())
+}
+
+fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    // Give log lines a moment to reach the parent before connections close.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

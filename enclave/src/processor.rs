@@ -1,0 +1,112 @@
+//! The request processor: turns one link request into one answer. The server loop knows nothing
+//! of what happens here, and tests call [`Processor::nats`] directly without a socket.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use vettid_link::{Handler, RequestCtx};
+use vettid_protocol::{NatsMessage, NatsReply, Publication, Request, Response, WireError};
+
+use crate::handlers;
+use crate::reply::{self, ClientError, ReplyCtx};
+use crate::router::{self, Route};
+use crate::state::EnclaveState;
+
+/// Serves the parent's requests.
+#[derive(Clone)]
+pub struct Processor {
+    state: Arc<EnclaveState>,
+}
+
+impl Processor {
+    /// A processor over `state`.
+    pub fn new(state: Arc<EnclaveState>) -> Self {
+        Self { state }
+    }
+
+    /// Shared state (for the server's housekeeping).
+    pub fn state(&self) -> &Arc<EnclaveState> {
+        &self.state
+    }
+
+    /// Handles one NATS message and says what to publish.
+    pub async fn nats(&self, msg: NatsMessage) -> NatsReply {
+        let _in_flight = self.state.stats.enter();
+        let route = router::route(&msg.subject);
+        let request = reply::parse_object(&msg.payload);
+        let (ctx, publish_to) = match &route {
+            Route::Vault { owner, op } => (
+                ReplyCtx::from_request(request.as_ref().ok(), Some(op)),
+                Some(format!("OwnerSpace.{owner}.forApp.{op}.response")),
+            ),
+            _ => (ReplyCtx::from_request(request.as_ref().ok(), None), None),
+        };
+        let result = self.dispatch(&route, request).await;
+        let body = match result {
+            Ok(obj) => reply::ok(obj, &ctx),
+            Err(err) => {
+                self.state.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(subject = %msg.subject, code = err.code(), "request refused");
+                reply::error(err, &ctx)
+            }
+        };
+        let publish = publish_to
+            .map(|subject| {
+                vec![Publication {
+                    subject,
+                    payload: body.clone(),
+                }]
+            })
+            .unwrap_or_default();
+        NatsReply {
+            reply: msg.reply.is_some().then_some(body),
+            publish,
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        route: &Route,
+        request: Result<Map<String, Value>, ClientError>,
+    ) -> Result<Map<String, Value>, ClientError> {
+        match route {
+            // Health answers whatever the payload (Lambdas send `{}`, operators send nothing).
+            Route::Health => Ok(handlers::health::handle(&self.state)),
+            Route::LambdaAttestation => {
+                handlers::attestation::handle(&self.state, None, &request?).await
+            }
+            Route::Vault { owner, op } => match op.as_str() {
+                "attestation" => {
+                    handlers::attestation::handle(&self.state, Some(owner), &request?).await
+                }
+                _ => Err(ClientError::NotSupported),
+            },
+            Route::Peer { .. } | Route::Control => Err(ClientError::NotSupported),
+            #[cfg(feature = "dev")]
+            Route::DevSleep => handlers::dev::sleep(&request?).await,
+            #[cfg(not(feature = "dev"))]
+            Route::DevSleep => Err(ClientError::UnknownSubject),
+            Route::BadOwner => Err(ClientError::InvalidOwner),
+            Route::Unknown => Err(ClientError::UnknownSubject),
+        }
+    }
+}
+
+impl Handler for Processor {
+    async fn handle(&self, request: Request, _ctx: RequestCtx) -> Result<Response, WireError> {
+        match request {
+            Request::Ping => Ok(Response::Pong),
+            Request::Nats(msg) => Ok(Response::Nats(self.nats(msg).await)),
+        }
+    }
+}
+
+/// Payload bytes of a reply, for tests and tools.
+pub fn reply_json(reply: &NatsReply) -> Option<Value> {
+    reply
+        .reply
+        .as_ref()
+        .and_then(|b: &Bytes| serde_json::from_slice(b).ok())
+}

@@ -1,0 +1,76 @@
+//! What every handler shares: the NSM, attestation keys, counters, configuration.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use vettid_nsm::{Description, Nsm};
+
+use crate::config::EnclaveConfig;
+use crate::keys::KeyStore;
+
+/// Shared enclave state. Cheap to clone behind an `Arc`.
+pub struct EnclaveState {
+    /// Validated settings.
+    pub config: EnclaveConfig,
+    /// The NSM (real in production, mock in dev builds).
+    pub nsm: Arc<dyn Nsm>,
+    /// The NSM's description, read once at start-up (PCRs do not change while we run).
+    pub nsm_description: Description,
+    /// Attestation private keys awaiting use by the vault.
+    pub keys: KeyStore,
+    /// Start time, for `uptime_seconds`.
+    pub started: Instant,
+    /// Request counters.
+    pub stats: RequestStats,
+}
+
+impl EnclaveState {
+    /// Builds the state, asking the NSM to describe itself (fail fast if it cannot).
+    ///
+    /// # Errors
+    /// The NSM's error when it cannot describe itself.
+    pub fn new(config: EnclaveConfig, nsm: Arc<dyn Nsm>) -> Result<Self, vettid_nsm::NsmError> {
+        let nsm_description = nsm.describe()?;
+        Ok(Self {
+            keys: KeyStore::new(config.attestation_key_ttl, config.max_attestation_keys),
+            config,
+            nsm,
+            nsm_description,
+            started: Instant::now(),
+            stats: RequestStats::default(),
+        })
+    }
+}
+
+/// Counters of NATS requests handled.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    /// Requests being handled now.
+    pub in_flight: AtomicU64,
+    /// Most requests handled at once since start.
+    pub peak_in_flight: AtomicU64,
+    /// Requests handled since start.
+    pub total: AtomicU64,
+    /// Requests answered with an error since start.
+    pub errors: AtomicU64,
+}
+
+impl RequestStats {
+    /// Counts a request in; the returned guard counts it out when dropped.
+    pub fn enter(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+}
+
+/// Guard from [`RequestStats::enter`].
+pub struct InFlight<'a>(&'a RequestStats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,31 @@
+//! The parent daemon: the untrusted relay between NATS and the enclave.
+//!
+//! This crate owns the host side of the system: the NATS connection and subscriptions
+//! ([`bridge`]), the link to the enclave with reconnection ([`enclave_link`]), and the operator
+//! surface (`/health`, `/ready`, `/metrics` in [`http`], Prometheus counters in [`metrics`]).
+//!
+//! What it must never do: hold or interpret secrets. App payloads are forwarded as opaque bytes and
+//! replies published as the enclave returns them; the parent never sees a plaintext key, PIN or
+//! vault record, and it makes no security decision (replay, freshness, authorisation live in the
+//! enclave). Its own checks exist only for load shedding and good errors: bounded concurrency with
+//! back-pressure, prompt error replies when the enclave is down, typed configuration errors.
+
+pub mod app;
+pub mod bridge;
+pub mod config;
+pub mod enclave_link;
+pub mod http;
+pub mod metrics;
+pub mod reply;
+
+pub use app::{run, RunError};
+pub use config::{Config, ConfigError, Overrides};
+
+/// Version reported on `/health`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Resolves once `flag` is true (or its sender is gone). Holds no watch guard across awaits, so
+/// futures using it stay `Send`.
+pub(crate) async fn signalled(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
+}
