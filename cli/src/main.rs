@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod error;
 mod nats_cmd;
 mod output;
+mod supervise;
 mod verify_cmd;
 
 use error::CliError;
@@ -28,6 +29,8 @@ enum Command {
     Attest(nats_cmd::AttestArgs),
     /// Verify an attestation document from a file.
     Verify(verify_cmd::VerifyArgs),
+    /// Run and watch the enclave with nitro-cli (ExecStart of vettid-enclave.service).
+    SuperviseEnclave(supervise::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
                 match command {
                     Command::Health(args) => nats_cmd::health(&args).await,
                     Command::Attest(args) => nats_cmd::attest(&args).await,
+                    Command::SuperviseEnclave(args) => supervise::run(&args).await,
                     Command::Verify(_) => unreachable!("handled above"),
                 }
             }),

@@ -1,6 +1,9 @@
 //! Memory figures from `/proc`, for health replies. Inside an enclave `/proc/meminfo` describes
 //! the enclave's own memory, which is what operators need to see.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 /// Memory in MiB: (used, total) for the machine (enclave), and our resident set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Memory {
@@ -12,8 +15,27 @@ pub struct Memory {
     pub process_rss_mb: u64,
 }
 
-/// Reads `/proc/meminfo` and `/proc/self/statm`; missing files give zeros, never an error.
+/// How long a memory reading is reused. Generating `/proc/meminfo` costs the kernel tens of
+/// microseconds; health checks arriving thousands of times a second need not repeat it.
+const REFRESH: Duration = Duration::from_secs(1);
+
+static CACHE: Mutex<Option<(Instant, Memory)>> = Mutex::new(None);
+
+/// Memory figures, at most [`REFRESH`] old.
 pub fn memory() -> Memory {
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    match *cache {
+        Some((at, m)) if at.elapsed() < REFRESH => m,
+        _ => {
+            let m = read_memory();
+            *cache = Some((Instant::now(), m));
+            m
+        }
+    }
+}
+
+/// Reads `/proc/meminfo` and `/proc/self/statm`; missing files give zeros, never an error.
+pub fn read_memory() -> Memory {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let field = |name: &str| -> u64 {
         meminfo

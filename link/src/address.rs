@@ -133,7 +133,8 @@ mod tests {
 
     #[test]
     fn bad_addresses_are_refused_with_the_reason() {
-        let cases: &[(&str, fn(&AddressError) -> bool)] = &[
+        type Check = fn(&AddressError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("16:5000", |e| matches!(e, AddressError::Scheme(_))),
             ("http://x", |e| matches!(e, AddressError::Scheme(_))),
             ("vsock://16", |e| matches!(e, AddressError::Vsock(_))),

@@ -137,6 +137,9 @@ pub async fn run(
         http_state.clone(),
         stop_rx.clone(),
     ));
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        tasks.spawn(watchdog(interval, stop_rx.clone()));
+    }
 
     let subs = bridge::subscribe(&client, &config).await?;
     http_state.subscribed.store(true, Ordering::Relaxed);
@@ -193,6 +196,30 @@ async fn publisher(
                     }
                 }
                 None => break,
+            }
+        }
+    }
+}
+
+/// Pets the systemd watchdog at half its interval, but only while the runtime is responsive: a
+/// tick that arrives late by more than a quarter of the interval means the event loop is wedged
+/// (a blocked worker, a starved scheduler), and then the ping is withheld so systemd restarts us.
+async fn watchdog(interval: Duration, mut stop: watch::Receiver<bool>) {
+    let period = interval / 2;
+    let tolerance = interval / 4;
+    let mut next = tokio::time::Instant::now() + period;
+    tracing::info!(?interval, "systemd watchdog enabled");
+    loop {
+        tokio::select! {
+            _ = crate::signalled(&mut stop) => break,
+            _ = tokio::time::sleep_until(next) => {
+                let lag = tokio::time::Instant::now().saturating_duration_since(next);
+                if lag <= tolerance {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                } else {
+                    tracing::error!(?lag, "event loop lagging; withholding the watchdog ping");
+                }
+                next = tokio::time::Instant::now() + period;
             }
         }
     }

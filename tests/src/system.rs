@@ -15,6 +15,8 @@ pub struct SystemOptions {
     pub parent_args: Vec<String>,
     /// Extra TOML appended to the parent's config file.
     pub parent_toml: String,
+    /// Extra environment for `vettid-parent` (e.g. NOTIFY_SOCKET).
+    pub parent_env: Vec<(String, String)>,
 }
 
 /// A running system. Everything is killed when it is dropped.
@@ -111,7 +113,8 @@ impl System {
         let mut cmd = Command::new(bin_path("vettid-parent"));
         cmd.arg("--config")
             .arg(&config)
-            .args(&self.opts.parent_args);
+            .args(&self.opts.parent_args)
+            .envs(self.opts.parent_env.iter().map(|(k, v)| (k, v)));
         self.parent = Some(Child::spawn(
             "vettid-parent",
             cmd,

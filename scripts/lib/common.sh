@@ -1,0 +1,62 @@
+# Shared helpers for scripts/dev and scripts/test. Sourced, not run.
+# Installs only from Debian's packages, and only what is missing.
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"
+    elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+    else echo "need root to run: $* (install it by hand, then re-run)" >&2; return 1
+    fi
+}
+
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" = 0 ]; then
+        as_root apt-get update -qq
+        apt_updated=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+nats_server_bin() {
+    if have nats-server; then command -v nats-server
+    elif [ -x /usr/sbin/nats-server ]; then echo /usr/sbin/nats-server
+    fi
+}
+
+require_cargo() {
+    if ! have cargo; then
+        echo "cargo not found: this project needs the Rust toolchain pinned in rust-toolchain.toml (1.95.0)" >&2
+        exit 1
+    fi
+}
+
+# nats-server: Debian's package (2.9.10 on bookworm) is all the tests and dev mode need.
+ensure_nats_server() {
+    if [ -z "$(nats_server_bin)" ]; then
+        step "installing nats-server (Debian package)"
+        apt_install nats-server
+    fi
+    export NATS_SERVER_BIN="$(nats_server_bin)"
+}
+
+# Everything scripts/test needs beyond cargo.
+ensure_test_deps() {
+    require_cargo
+    ensure_nats_server
+    local missing=()
+    have systemd-analyze || missing+=(systemd)
+    have python3 || missing+=(python3)
+    have pkg-config || missing+=(pkg-config)
+    [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        step "installing ${missing[*]} (Debian packages)"
+        apt_install "${missing[@]}"
+    fi
+}
+
+# 0 if something accepts TCP connections on host:port.
+tcp_open() { (exec 3<>"/dev/tcp/$1/$2") >/dev/null 2>&1; }
