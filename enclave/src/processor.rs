@@ -10,7 +10,7 @@ use vettid_link::{Handler, RequestCtx};
 use vettid_protocol::{NatsMessage, NatsReply, Publication, Request, Response, WireError};
 
 use crate::handlers;
-use crate::reply::{self, ClientError, ReplyCtx};
+use crate::reply::{self, Body, ClientError, ReplyCtx};
 use crate::router::{self, Route};
 use crate::state::EnclaveState;
 
@@ -70,22 +70,22 @@ impl Processor {
         &self,
         route: &Route,
         request: Result<Map<String, Value>, ClientError>,
-    ) -> Result<Map<String, Value>, ClientError> {
+    ) -> Result<Body, ClientError> {
         match route {
             // Health answers whatever the payload (Lambdas send `{}`, operators send nothing).
-            Route::Health => Ok(handlers::health::handle(&self.state)),
+            Route::Health => Ok(Body::Health(Box::new(handlers::health::handle(&self.state)))),
             Route::LambdaAttestation => {
-                handlers::attestation::handle(&self.state, None, &request?).await
+                handlers::attestation::handle(&self.state, None, &request?).await.map(Body::from)
             }
             Route::Vault { owner, op } => match op.as_str() {
                 "attestation" => {
-                    handlers::attestation::handle(&self.state, Some(owner), &request?).await
+                    handlers::attestation::handle(&self.state, Some(owner), &request?).await.map(Body::from)
                 }
                 _ => Err(ClientError::NotSupported),
             },
             Route::Peer { .. } | Route::Control => Err(ClientError::NotSupported),
             #[cfg(feature = "dev")]
-            Route::DevSleep => handlers::dev::sleep(&request?).await,
+            Route::DevSleep => handlers::dev::sleep(&request?).await.map(Body::from),
             #[cfg(not(feature = "dev"))]
             Route::DevSleep => Err(ClientError::UnknownSubject),
             Route::BadOwner => Err(ClientError::InvalidOwner),
@@ -99,6 +99,11 @@ impl Handler for Processor {
         match request {
             Request::Ping => Ok(Response::Pong),
             Request::Nats(msg) => Ok(Response::Nats(self.nats(msg).await)),
+            // Storage flows enclave → parent only; a parent asking is confused or hostile.
+            Request::Storage(_) => Err(WireError::new(
+                vettid_protocol::ErrorCode::UnknownRequest,
+                "the enclave does not serve storage",
+            )),
         }
     }
 }

@@ -96,10 +96,50 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-/// Serialises a success object with the correlation fields added (existing keys win).
-pub fn ok(mut body: Map<String, Value>, ctx: &ReplyCtx) -> Bytes {
-    decorate(&mut body, ctx);
-    to_bytes(body)
+/// What a handler answers: a JSON object, or a typed reply serialised without building a map.
+#[derive(Debug)]
+pub enum Body {
+    /// A JSON object.
+    Object(Map<String, Value>),
+    /// The health reply.
+    Health(Box<crate::handlers::health::HealthReply>),
+}
+
+impl From<Map<String, Value>> for Body {
+    fn from(m: Map<String, Value>) -> Self {
+        Body::Object(m)
+    }
+}
+
+/// A typed reply with the correlation fields appended.
+#[derive(serde::Serialize)]
+struct Decorated<'a, T: serde::Serialize> {
+    #[serde(flatten)]
+    body: &'a T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_type: Option<&'a str>,
+    timestamp: String,
+}
+
+/// Serialises a success body with the correlation fields added (keys the body already has win).
+pub fn ok(body: Body, ctx: &ReplyCtx) -> Bytes {
+    match body {
+        Body::Object(mut map) => {
+            decorate(&mut map, ctx);
+            to_bytes(map)
+        }
+        Body::Health(h) => {
+            let d = Decorated {
+                body: &*h,
+                event_id: ctx.event_id.as_deref(),
+                request_type: ctx.request_type.as_deref(),
+                timestamp: now_rfc3339(),
+            };
+            Bytes::from(serde_json::to_vec(&d).unwrap_or_default())
+        }
+    }
 }
 
 /// Serialises an error reply.

@@ -159,6 +159,11 @@ impl Handler for ParentHandler {
                 ErrorCode::UnknownRequest,
                 "the parent does not serve NATS requests",
             )),
+            // Replaced by the object-store relay when it lands (vault issue).
+            Request::Storage(_) => Err(WireError::new(
+                ErrorCode::Unavailable,
+                "no object store configured",
+            )),
         }
     }
 

@@ -16,18 +16,21 @@ pub enum Request {
     Nats(NatsMessage),
     /// Either direction: answered with [`Response::Pong`]; used by tools and tests.
     Ping,
+    /// Enclave → parent: one object-store operation (capability `storage`).
+    Storage(StorageRequest),
 }
 
 impl Request {
     /// Wire names of every request type this build knows, to tell "unknown type" from
     /// "malformed body" when decoding fails.
-    pub const NAMES: &'static [&'static str] = &["nats", "ping"];
+    pub const NAMES: &'static [&'static str] = &["nats", "ping", "storage"];
 
     /// Short name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
             Request::Nats(_) => "nats",
             Request::Ping => "ping",
+            Request::Storage(_) => "storage",
         }
     }
 }
@@ -40,6 +43,112 @@ pub enum Response {
     Nats(NatsReply),
     /// Answer to [`Request::Ping`].
     Pong,
+    /// Answer to [`Request::Storage`].
+    Storage(StorageResponse),
+}
+
+/// An object-store operation the enclave asks the parent to perform. Keys are chosen by the
+/// enclave only (`vaults/{guid}/...`); the parent re-validates them for good errors, but the
+/// enclave never relies on that. Bodies are ciphertext the parent cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageRequest {
+    /// Read an object and its ETag.
+    Get {
+        /// Object key.
+        key: String,
+    },
+    /// Read an object's ETag and size only.
+    Head {
+        /// Object key.
+        key: String,
+    },
+    /// Write an object, always conditionally: two hosts can never silently overwrite each other.
+    Put {
+        /// Object key.
+        key: String,
+        /// Object bytes.
+        body: Bytes,
+        /// When the write may happen.
+        condition: PutCondition,
+    },
+    /// Delete an object, optionally only if it still has the given ETag.
+    Delete {
+        /// Object key.
+        key: String,
+        /// Required current ETag, if any.
+        if_match: Option<String>,
+    },
+    /// List keys under a prefix, one page at a time.
+    List {
+        /// Key prefix (must end in `/`).
+        prefix: String,
+        /// Continuation token from the previous page.
+        continuation: Option<String>,
+        /// Page size (the parent caps it at 1000).
+        max_keys: u32,
+    },
+}
+
+/// Precondition of a [`StorageRequest::Put`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PutCondition {
+    /// Create only: fails with [`StorageResponse::Conflict`] if the key exists (`If-None-Match: *`).
+    Create,
+    /// Replace only the version read: fails with [`StorageResponse::Conflict`] if the ETag
+    /// changed (`If-Match`).
+    IfMatch(String),
+}
+
+/// Result of a [`StorageRequest`]. Infrastructure failures (S3 unreachable, timeouts) are
+/// [`crate::ErrorCode::Unavailable`] errors instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageResponse {
+    /// A `Get` result.
+    Object {
+        /// Object bytes.
+        body: Bytes,
+        /// Its ETag.
+        etag: String,
+    },
+    /// A `Head` result.
+    Meta {
+        /// ETag.
+        etag: String,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// A successful `Put`, with the new ETag.
+    Written {
+        /// New ETag.
+        etag: String,
+    },
+    /// A successful `Delete`.
+    Deleted,
+    /// A page of a `List`.
+    Listing {
+        /// Objects on this page.
+        objects: Vec<ListedObject>,
+        /// Token for the next page, if any.
+        continuation: Option<String>,
+    },
+    /// No such key (`Get`, `Head`, `Delete`).
+    NotFound,
+    /// A precondition failed: the object exists (`Create`) or changed (`IfMatch`).
+    Conflict,
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedObject {
+    /// Full key.
+    pub key: String,
+    /// ETag.
+    pub etag: String,
+    /// Size in bytes.
+    pub size: u64,
 }
 
 /// A NATS message as the parent received it.
@@ -49,7 +158,7 @@ pub struct NatsMessage {
     pub subject: String,
     /// Reply inbox, when the sender used request/reply.
     pub reply: Option<String>,
-    /// Headers as (name, value) pairs, in arrival order; names may repeat.
+    /// Headers as (name, value) pairs; names may repeat, order is not significant.
     #[serde(default)]
     pub headers: Vec<(String, String)>,
     /// Payload bytes, uninterpreted by the parent.

@@ -78,6 +78,29 @@ fn samples() -> Vec<(&'static str, Frame)> {
             "heartbeat",
             Frame::Heartbeat(Heartbeat { seq: 3, pong: true }),
         ),
+        (
+            "request_storage_put",
+            Frame::Request {
+                id: 10,
+                deadline_ms: 2000,
+                body: Request::Storage(StorageRequest::Put {
+                    key: "vaults/u1/state.v7".into(),
+                    body: Bytes::from_static(b"\x01sealed"),
+                    condition: PutCondition::IfMatch("\"9f2c\"".into()),
+                }),
+            },
+        ),
+        (
+            "response_storage_listing",
+            Frame::Response {
+                id: 10,
+                body: Response::Storage(StorageResponse::Listing {
+                    objects: vec![ListedObject { key: "vaults/u1/a".into(), etag: "\"e1\"".into(), size: 42 }],
+                    continuation: None,
+                }),
+            },
+        ),
+        ("response_storage_conflict", Frame::Response { id: 11, body: Response::Storage(StorageResponse::Conflict) }),
     ]
 }
 
