@@ -7,7 +7,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use vettid_link::{Handler, RequestCtx};
-use vettid_protocol::{NatsMessage, NatsReply, Publication, Request, Response, WireError};
+use vettid_nsm::AttestationRequest;
+use vettid_protocol::{
+    ErrorCode, NatsMessage, NatsReply, Publication, Request, Response, WireError,
+};
 
 use crate::handlers;
 use crate::reply::{self, Body, ClientError, ReplyCtx};
@@ -73,14 +76,16 @@ impl Processor {
     ) -> Result<Body, ClientError> {
         match route {
             // Health answers whatever the payload (Lambdas send `{}`, operators send nothing).
-            Route::Health => Ok(Body::Health(Box::new(handlers::health::handle(&self.state)))),
-            Route::LambdaAttestation => {
-                handlers::attestation::handle(&self.state, None, &request?).await.map(Body::from)
-            }
+            Route::Health => Ok(Body::Health(Box::new(handlers::health::handle(
+                &self.state,
+            )))),
+            Route::LambdaAttestation => handlers::attestation::handle(&self.state, None, &request?)
+                .await
+                .map(Body::from),
             Route::Vault { owner, op } => match op.as_str() {
-                "attestation" => {
-                    handlers::attestation::handle(&self.state, Some(owner), &request?).await.map(Body::from)
-                }
+                "attestation" => handlers::attestation::handle(&self.state, Some(owner), &request?)
+                    .await
+                    .map(Body::from),
                 _ => Err(ClientError::NotSupported),
             },
             Route::Peer { .. } | Route::Control => Err(ClientError::NotSupported),
@@ -94,14 +99,63 @@ impl Processor {
     }
 }
 
+impl Processor {
+    /// A document for the parent's own check of this enclave: its nonce, nothing else.
+    async fn attest_for_parent(&self, nonce: bytes::Bytes) -> Result<Response, WireError> {
+        if nonce.is_empty() || nonce.len() > vettid_nsm::MAX_NONCE_LEN {
+            return Err(WireError::new(
+                ErrorCode::Rejected,
+                "nonce must be 1 to 512 bytes",
+            ));
+        }
+        let req = AttestationRequest {
+            nonce: Some(nonce.to_vec()),
+            public_key: None,
+            user_data: None,
+        };
+        let nsm = self.state.nsm.clone();
+        let document = tokio::task::spawn_blocking(move || nsm.attest(&req))
+            .await
+            .map_err(|_| WireError::new(ErrorCode::Internal, "attestation unavailable"))?
+            .map_err(|e| {
+                tracing::error!(error = %e, "NSM attestation for the parent failed");
+                WireError::new(ErrorCode::Internal, "attestation unavailable")
+            })?;
+        Ok(Response::Attestation {
+            document: document.into(),
+        })
+    }
+
+    /// Keeps the manifest to hand to apps. Not trusted: only its size and JSON shape are checked
+    /// here; apps verify its signature with their pinned key.
+    fn set_pcr_manifest(&self, manifest: &[u8]) -> Result<Response, WireError> {
+        if manifest.len() > crate::state::MAX_PCR_MANIFEST_LEN {
+            return Err(WireError::new(ErrorCode::Rejected, "manifest too large"));
+        }
+        let value: Value = match serde_json::from_slice(manifest) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                return Err(WireError::new(
+                    ErrorCode::Rejected,
+                    "manifest is not a JSON object",
+                ))
+            }
+        };
+        self.state.set_pcr_manifest(value);
+        Ok(Response::Done)
+    }
+}
+
 impl Handler for Processor {
     async fn handle(&self, request: Request, _ctx: RequestCtx) -> Result<Response, WireError> {
         match request {
             Request::Ping => Ok(Response::Pong),
             Request::Nats(msg) => Ok(Response::Nats(self.nats(msg).await)),
+            Request::Attest { nonce } => self.attest_for_parent(nonce).await,
+            Request::SetPcrManifest { manifest } => self.set_pcr_manifest(&manifest),
             // Storage flows enclave → parent only; a parent asking is confused or hostile.
             Request::Storage(_) => Err(WireError::new(
-                vettid_protocol::ErrorCode::UnknownRequest,
+                ErrorCode::UnknownRequest,
                 "the enclave does not serve storage",
             )),
         }

@@ -1,7 +1,7 @@
 //! What every handler shares: the NSM, attestation keys, counters, configuration.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use vettid_nsm::{Description, Nsm};
@@ -23,7 +23,13 @@ pub struct EnclaveState {
     pub started: Instant,
     /// Request counters.
     pub stats: RequestStats,
+    /// The signed PCR manifest the parent was configured with, passed to apps as
+    /// `expected_pcrs`. Untrusted: apps check its signature.
+    pcr_manifest: RwLock<Option<Arc<serde_json::Value>>>,
 }
+
+/// Largest PCR manifest accepted from the parent.
+pub const MAX_PCR_MANIFEST_LEN: usize = 64 * 1024;
 
 impl EnclaveState {
     /// Builds the state, asking the NSM to describe itself (fail fast if it cannot).
@@ -39,7 +45,21 @@ impl EnclaveState {
             nsm_description,
             started: Instant::now(),
             stats: RequestStats::default(),
+            pcr_manifest: RwLock::new(None),
         })
+    }
+
+    /// Replaces the PCR manifest handed to apps.
+    pub fn set_pcr_manifest(&self, manifest: serde_json::Value) {
+        *self.pcr_manifest.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(manifest));
+    }
+
+    /// The PCR manifest to hand to apps, if the parent sent one.
+    pub fn pcr_manifest(&self) -> Option<Arc<serde_json::Value>> {
+        self.pcr_manifest
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

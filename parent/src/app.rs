@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use vettid_protocol::Publication;
 
+use crate::attest::EnclaveCheck;
 use crate::bridge::{self, Bridge};
 use crate::config::{Config, NatsConfig};
 use crate::enclave_link::{self, EnclaveLink, ParentHandler, PUBLISH_QUEUE};
@@ -32,6 +33,9 @@ pub enum RunError {
     /// Subscribing failed.
     #[error("nats subscribe: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
+    /// The enclave check could not be set up (unreadable manifest, bad signature, ...).
+    #[error("{0}")]
+    Attestation(#[from] crate::attest::CheckError),
 }
 
 /// NATS reconnect delay: 50 ms doubling to 1 s, so service resumes within about a second of the
@@ -98,6 +102,9 @@ pub async fn run(
     http_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    // The enclave check's files are read (and the manifest's signature verified) before anything
+    // connects: a parent that cannot check the enclave must not start.
+    let check = Arc::new(EnclaveCheck::load(&config.attestation)?);
     let metrics = Arc::new(Metrics::new());
     let client = connect_nats(&config.nats, metrics.clone()).await?;
     let link = Arc::new(EnclaveLink::new());
@@ -112,6 +119,7 @@ pub async fn run(
         config.enclave.clone(),
         link_cfg.clone(),
         handler,
+        check,
         metrics.clone(),
         stop_rx.clone(),
     ));
@@ -142,6 +150,14 @@ pub async fn run(
     }
 
     let subs = bridge::subscribe(&client, &config).await?;
+    // Push the SUB commands to the server before saying we are ready (bounded: with NATS down the
+    // flush waits for the reconnect, and readiness then follows /health anyway).
+    if tokio::time::timeout(Duration::from_secs(5), client.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("nats flush after subscribing timed out; subscriptions are sent on connect");
+    }
     http_state.subscribed.store(true, Ordering::Relaxed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(

@@ -248,7 +248,7 @@ mod tests {
     #[test]
     fn control_subjects_for_this_host_are_not_queue_grouped() {
         let c = Config::load(
-            Some("enclave_id = \"us-east-1-i-0abc-1\""),
+            Some("enclave_id = \"us-east-1-i-0abc-1\"\n[attestation]\ndev_mode = true\ndev_accept_any_pcrs = true\n"),
             &Default::default(),
         )
         .unwrap();

@@ -42,6 +42,28 @@ struct File {
     enclave: EnclaveFile,
     http: HttpFile,
     limits: LimitsFile,
+    attestation: AttestationFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AttestationFile {
+    manifest: Option<PathBuf>,
+    manifest_public_key: Option<PathBuf>,
+    pcr_sets: Vec<PcrSetFile>,
+    max_age_ms: Option<u64>,
+    dev_mode: bool,
+    dev_trust_root: Option<PathBuf>,
+    dev_accept_any_pcrs: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PcrSetFile {
+    id: String,
+    pcr0: String,
+    pcr1: String,
+    pcr2: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +159,37 @@ pub struct Config {
     pub max_in_flight: usize,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// What the enclave must prove on every connect.
+    pub attestation: AttestationConfig,
+}
+
+/// Which enclaves the parent will serve. Checked on every (re)connect; until the check passes the
+/// parent forwards nothing. Exactly one source of accepted PCRs is required: failing closed is the
+/// point (an empty policy is an error in the verifier too).
+#[derive(Debug, Clone)]
+pub struct AttestationConfig {
+    /// Where accepted PCR sets come from.
+    pub pcrs: PcrSource,
+    /// Maximum age of the enclave's document.
+    pub max_age: Duration,
+    /// Dev only: an extra trusted root (the mock NSM's `mock-root.pem`).
+    pub dev_trust_root: Option<PathBuf>,
+}
+
+/// Source of accepted PCR sets.
+#[derive(Debug, Clone)]
+pub enum PcrSource {
+    /// A signed PCR manifest and the P-256 public key (PEM) it must verify with.
+    Manifest {
+        /// Manifest JSON.
+        path: PathBuf,
+        /// Signer's public key.
+        public_key: PathBuf,
+    },
+    /// An explicit list of (id, pcr0, pcr1, pcr2) hex values.
+    Sets(Vec<(String, String, String, String)>),
+    /// Dev only: any PCRs (the chain, signature, freshness and nonce are still checked).
+    DevAny,
 }
 
 /// NATS connection settings.
@@ -296,6 +349,7 @@ impl Config {
             600_000,
             &mut problems,
         );
+        let attestation = attestation_config(&f.attestation, &mut problems);
         let enclave_id = f.enclave_id.unwrap_or_else(dev_enclave_id);
         if !valid_token(&enclave_id) {
             problems.push(format!(
@@ -303,32 +357,127 @@ impl Config {
             ));
         }
 
-        match (address, http_listen) {
-            (Some(address), Some(http_listen)) if problems.is_empty() => Ok(Config {
-                enclave_id,
-                nats: NatsConfig {
-                    url: f.nats.url,
-                    credentials_file: f.nats.credentials_file,
-                    tls_ca_file: f.nats.tls_ca_file,
-                    require_tls: f.nats.require_tls,
-                    queue_group: f.nats.queue_group,
-                    name: f.nats.name,
-                },
-                enclave: EnclaveConfig {
-                    address,
-                    request_timeout,
-                    connect_timeout,
-                    reconnect_initial,
-                    reconnect_max,
-                    max_frame_len: f.enclave.max_frame_len,
-                },
-                http_listen,
-                max_in_flight: f.limits.max_in_flight,
-                shutdown_grace,
-            }),
+        match (address, http_listen, attestation) {
+            (Some(address), Some(http_listen), Some(attestation)) if problems.is_empty() => {
+                Ok(Config {
+                    enclave_id,
+                    nats: NatsConfig {
+                        url: f.nats.url,
+                        credentials_file: f.nats.credentials_file,
+                        tls_ca_file: f.nats.tls_ca_file,
+                        require_tls: f.nats.require_tls,
+                        queue_group: f.nats.queue_group,
+                        name: f.nats.name,
+                    },
+                    enclave: EnclaveConfig {
+                        address,
+                        request_timeout,
+                        connect_timeout,
+                        reconnect_initial,
+                        reconnect_max,
+                        max_frame_len: f.enclave.max_frame_len,
+                    },
+                    http_listen,
+                    max_in_flight: f.limits.max_in_flight,
+                    shutdown_grace,
+                    attestation,
+                })
+            }
             _ => Err(ConfigError { problems }),
         }
     }
+}
+
+/// Validates the `[attestation]` section; `None` (with problems recorded) when it is unusable.
+fn attestation_config(
+    a: &AttestationFile,
+    problems: &mut Vec<String>,
+) -> Option<AttestationConfig> {
+    let start = problems.len();
+    let dev_needed = |what: &str, problems: &mut Vec<String>| {
+        problems.push(format!(
+            "attestation.{what} is a dev setting: it needs attestation.dev_mode = true"
+        ))
+    };
+    if !a.dev_mode && a.dev_trust_root.is_some() {
+        dev_needed("dev_trust_root", problems);
+    }
+    if !a.dev_mode && a.dev_accept_any_pcrs {
+        dev_needed("dev_accept_any_pcrs", problems);
+    }
+    for (name, path) in [
+        ("manifest", &a.manifest),
+        ("manifest_public_key", &a.manifest_public_key),
+        ("dev_trust_root", &a.dev_trust_root),
+    ] {
+        if let Some(p) = path {
+            if !p.is_file() {
+                problems.push(format!("attestation.{name} {}: no such file", p.display()));
+            }
+        }
+    }
+    let is_hex48 = |s: &str| s.len() == 96 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    for set in &a.pcr_sets {
+        if set.id.is_empty() {
+            problems.push("attestation.pcr_sets: a set has an empty id".into());
+        }
+        for (n, v) in [
+            ("pcr0", &set.pcr0),
+            ("pcr1", &set.pcr1),
+            ("pcr2", &set.pcr2),
+        ] {
+            if !is_hex48(v) {
+                problems.push(format!(
+                    "attestation.pcr_sets[{}].{n}: expected 96 hex digits (SHA-384)",
+                    set.id
+                ));
+            }
+        }
+    }
+    let sources = usize::from(a.manifest.is_some() || a.manifest_public_key.is_some())
+        + usize::from(!a.pcr_sets.is_empty())
+        + usize::from(a.dev_accept_any_pcrs);
+    if sources != 1 {
+        problems.push(
+            "attestation: configure exactly one of manifest + manifest_public_key, pcr_sets, \
+             or (dev only) dev_accept_any_pcrs; the parent serves no enclave it cannot check"
+                .into(),
+        );
+    }
+    if a.manifest.is_some() != a.manifest_public_key.is_some() {
+        problems
+            .push("attestation.manifest and attestation.manifest_public_key go together".into());
+    }
+    let max_age_ms = a.max_age_ms.unwrap_or(300_000);
+    if !(1_000..=3_600_000).contains(&max_age_ms) {
+        problems.push(format!(
+            "attestation.max_age_ms = {max_age_ms}: must be between 1000 and 3600000"
+        ));
+    }
+    if a.dev_mode {
+        tracing::warn!("attestation.dev_mode is on: this parent may trust a dev root or any PCRs; never in production");
+    }
+    if problems.len() > start {
+        return None;
+    }
+    let pcrs = match (&a.manifest, &a.manifest_public_key) {
+        (Some(path), Some(public_key)) => PcrSource::Manifest {
+            path: path.clone(),
+            public_key: public_key.clone(),
+        },
+        _ if !a.pcr_sets.is_empty() => PcrSource::Sets(
+            a.pcr_sets
+                .iter()
+                .map(|s| (s.id.clone(), s.pcr0.clone(), s.pcr1.clone(), s.pcr2.clone()))
+                .collect(),
+        ),
+        _ => PcrSource::DevAny,
+    };
+    Some(AttestationConfig {
+        pcrs,
+        max_age: Duration::from_millis(max_age_ms),
+        dev_trust_root: a.dev_trust_root.clone(),
+    })
 }
 
 /// A NATS subject token: no dots, spaces or wildcards.
@@ -357,9 +506,52 @@ fn dev_enclave_id() -> String {
 mod tests {
     use super::*;
 
+    const PCRS: &str = "[[attestation.pcr_sets]]\nid = \"v1\"\npcr0 = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\npcr1 = \"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"\npcr2 = \"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\"\n";
+
+    #[test]
+    fn without_an_attestation_policy_the_parent_refuses_to_start() {
+        let err = Config::load(None, &Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("attestation: configure exactly one"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dev_attestation_settings_need_dev_mode() {
+        let err = Config::load(
+            Some("[attestation]\ndev_accept_any_pcrs = true\n"),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("needs attestation.dev_mode"),
+            "{err}"
+        );
+        let ok = Config::load(
+            Some("[attestation]\ndev_mode = true\ndev_accept_any_pcrs = true\n"),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(matches!(ok.attestation.pcrs, PcrSource::DevAny));
+        let err = Config::load(
+            Some("[attestation]\nmanifest = \"/nonexistent.json\"\n"),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("go together") && err.to_string().contains("no such file"),
+            "{err}"
+        );
+        let bad = PCRS.replace("aaaa", "zz");
+        let err = Config::load(Some(&bad), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("96 hex digits"), "{err}");
+    }
+
     #[test]
     fn defaults_are_valid_and_production_shaped() {
-        let c = Config::load(None, &Overrides::default()).unwrap();
+        let c = Config::load(Some(PCRS), &Overrides::default()).unwrap();
         assert_eq!(
             c.enclave.address,
             Address::Vsock {
@@ -379,7 +571,7 @@ mod tests {
             nats_url: Some("nats://127.0.0.1:9".into()),
             ..Default::default()
         };
-        let c = Config::load(Some(file), &o).unwrap();
+        let c = Config::load(Some(&format!("{file}{PCRS}")), &o).unwrap();
         assert_eq!(c.nats.url, "nats://127.0.0.1:9");
         assert_eq!(c.enclave.address.to_string(), "tcp://127.0.0.1:1");
     }

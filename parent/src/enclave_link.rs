@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use vettid_link::{connect, Connection, Handler, LinkConfig, RequestCtx};
+use vettid_link::{connect, Connection, ConnectionTask, Handler, LinkConfig, RequestCtx};
+
+use crate::attest::{Checked, EnclaveCheck};
 use vettid_protocol::{
     ErrorCode, Event, LogLevel, Publication, Request, Response, Role, WireError,
 };
@@ -24,6 +26,7 @@ pub const PUBLISH_QUEUE: usize = 4096;
 /// Shared view of the link.
 pub struct EnclaveLink {
     current: watch::Sender<Option<Connection>>,
+    checked: Mutex<Option<Checked>>,
     last_error: Mutex<Option<String>>,
     connects: AtomicU64,
 }
@@ -39,6 +42,7 @@ impl EnclaveLink {
     pub fn new() -> Self {
         Self {
             current: watch::channel(None).0,
+            checked: Mutex::new(None),
             last_error: Mutex::new(None),
             connects: AtomicU64::new(0),
         }
@@ -72,26 +76,30 @@ impl EnclaveLink {
         config: EnclaveConfig,
         link: LinkConfig,
         handler: Arc<ParentHandler>,
+        check: Arc<EnclaveCheck>,
         metrics: Arc<Metrics>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut delay = config.reconnect_initial;
         let mut failures = 0u32;
         while !*shutdown.borrow() {
-            let attempt = tokio::time::timeout(config.connect_timeout, async {
-                let stream = connect(&config.address).await.map_err(|e| e.to_string())?;
-                Connection::establish(stream, link.clone(), handler.clone())
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .unwrap_or_else(|_| Err("connect timed out".into()));
+            let attempt = self
+                .connect_and_check(&config, &link, &handler, &check)
+                .await;
             match attempt {
-                Ok((conn, task)) => {
+                Ok((conn, task, checked)) => {
                     if self.connects.fetch_add(1, Ordering::Relaxed) > 0 {
                         metrics.enclave_reconnects.inc();
                     }
-                    tracing::info!(address = %config.address, enclave = %conn.peer_hello().software, "enclave link up");
+                    tracing::info!(
+                        address = %config.address,
+                        enclave = %conn.peer_hello().software,
+                        module_id = %checked.module_id,
+                        pcr0 = %checked.pcr0,
+                        pcr_set = ?checked.pcr_set,
+                        "enclave link up, attestation verified"
+                    );
+                    *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(checked);
                     self.set_error(None);
                     self.current.send_replace(Some(conn.clone()));
                     metrics.enclave_connected.set(1);
@@ -130,6 +138,61 @@ impl EnclaveLink {
     }
 }
 
+impl EnclaveLink {
+    /// One attempt: connect, exchange hellos, verify the enclave's attestation, hand it the PCR
+    /// manifest. A connection that fails any step is closed before anyone can use it.
+    async fn connect_and_check(
+        &self,
+        config: &EnclaveConfig,
+        link: &LinkConfig,
+        handler: &Arc<ParentHandler>,
+        check: &EnclaveCheck,
+    ) -> Result<(Connection, ConnectionTask, Checked), String> {
+        let limit = config.connect_timeout;
+        let stream = tokio::time::timeout(limit, connect(&config.address))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let (conn, task) = tokio::time::timeout(
+            limit,
+            Connection::establish(stream, link.clone(), handler.clone()),
+        )
+        .await
+        .map_err(|_| "hello timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+        let verified = async {
+            let checked = check.check(&conn, limit).await.map_err(|e| e.to_string())?;
+            if let Some(manifest) = check.manifest_bytes() {
+                let req = Request::SetPcrManifest {
+                    manifest: manifest.clone(),
+                };
+                conn.request(req, limit)
+                    .await
+                    .map_err(|e| format!("enclave refused the PCR manifest: {e}"))?;
+            }
+            Ok::<_, String>(checked)
+        }
+        .await;
+        match verified {
+            Ok(checked) => Ok((conn, task, checked)),
+            Err(e) => {
+                tracing::error!(address = %config.address, error = %e, "enclave failed the attestation check; not serving it");
+                conn.close("attestation check failed");
+                let _ = task.await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The last enclave that passed the check, for `/health`.
+    pub fn checked(&self) -> Option<Checked> {
+        self.checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 /// Link settings for the parent side.
 pub fn link_config(config: &EnclaveConfig) -> LinkConfig {
     let mut link = LinkConfig::new(Role::Parent);
@@ -155,10 +218,12 @@ impl Handler for ParentHandler {
     async fn handle(&self, request: Request, _ctx: RequestCtx) -> Result<Response, WireError> {
         match request {
             Request::Ping => Ok(Response::Pong),
-            Request::Nats(_) => Err(WireError::new(
-                ErrorCode::UnknownRequest,
-                "the parent does not serve NATS requests",
-            )),
+            Request::Nats(_) | Request::Attest { .. } | Request::SetPcrManifest { .. } => {
+                Err(WireError::new(
+                    ErrorCode::UnknownRequest,
+                    "the parent does not serve this request",
+                ))
+            }
             // Replaced by the object-store relay when it lands (vault issue).
             Request::Storage(_) => Err(WireError::new(
                 ErrorCode::Unavailable,

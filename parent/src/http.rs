@@ -86,6 +86,11 @@ impl HttpState {
             "enclave_address": self.enclave_address,
             "enclave_id": self.enclave_id,
             "enclave_connects": self.link.connects(),
+            "enclave_attested": self.link.checked().map(|c| json!({
+                "module_id": c.module_id,
+                "pcr0": c.pcr0,
+                "pcr_set": c.pcr_set,
+            })),
             "subscribed": self.subscribed.load(Ordering::Relaxed),
             "draining": self.draining.load(Ordering::Relaxed),
             "in_flight": self.metrics.in_flight.get(),

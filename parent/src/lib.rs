@@ -11,6 +11,7 @@
 //! back-pressure, prompt error replies when the enclave is down, typed configuration errors.
 
 pub mod app;
+pub mod attest;
 pub mod bridge;
 pub mod config;
 pub mod enclave_link;

@@ -18,12 +18,26 @@ pub enum Request {
     Ping,
     /// Enclave → parent: one object-store operation (capability `storage`).
     Storage(StorageRequest),
+    /// Parent → enclave: a fresh attestation document bound to the parent's nonce, so the parent
+    /// can check which code it is talking to before it forwards anything.
+    Attest {
+        /// The parent's challenge (1..=512 bytes).
+        nonce: Bytes,
+    },
+    /// Parent → enclave: the signed PCR manifest the parent was configured with. The enclave
+    /// does not trust it (the parent could send anything); it hands it to apps verbatim as
+    /// `expected_pcrs`, and apps check its signature with their pinned key.
+    SetPcrManifest {
+        /// Manifest JSON bytes, as signed.
+        manifest: Bytes,
+    },
 }
 
 impl Request {
     /// Wire names of every request type this build knows, to tell "unknown type" from
     /// "malformed body" when decoding fails.
-    pub const NAMES: &'static [&'static str] = &["nats", "ping", "storage"];
+    pub const NAMES: &'static [&'static str] =
+        &["nats", "ping", "storage", "attest", "set_pcr_manifest"];
 
     /// Short name for logs and metrics.
     pub fn name(&self) -> &'static str {
@@ -31,6 +45,8 @@ impl Request {
             Request::Nats(_) => "nats",
             Request::Ping => "ping",
             Request::Storage(_) => "storage",
+            Request::Attest { .. } => "attest",
+            Request::SetPcrManifest { .. } => "set_pcr_manifest",
         }
     }
 }
@@ -45,6 +61,13 @@ pub enum Response {
     Pong,
     /// Answer to [`Request::Storage`].
     Storage(StorageResponse),
+    /// Answer to [`Request::Attest`]: the NSM document (COSE_Sign1 bytes).
+    Attestation {
+        /// Document bytes.
+        document: Bytes,
+    },
+    /// A request that needs no data back was carried out.
+    Done,
 }
 
 /// An object-store operation the enclave asks the parent to perform. Keys are chosen by the

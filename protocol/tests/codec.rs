@@ -95,12 +95,22 @@ fn samples() -> Vec<(&'static str, Frame)> {
             Frame::Response {
                 id: 10,
                 body: Response::Storage(StorageResponse::Listing {
-                    objects: vec![ListedObject { key: "vaults/u1/a".into(), etag: "\"e1\"".into(), size: 42 }],
+                    objects: vec![ListedObject {
+                        key: "vaults/u1/a".into(),
+                        etag: "\"e1\"".into(),
+                        size: 42,
+                    }],
                     continuation: None,
                 }),
             },
         ),
-        ("response_storage_conflict", Frame::Response { id: 11, body: Response::Storage(StorageResponse::Conflict) }),
+        (
+            "response_storage_conflict",
+            Frame::Response {
+                id: 11,
+                body: Response::Storage(StorageResponse::Conflict),
+            },
+        ),
     ]
 }
 

@@ -15,6 +15,12 @@ pub struct SystemOptions {
     pub parent_args: Vec<String>,
     /// Extra TOML appended to the parent's config file.
     pub parent_toml: String,
+    /// Replaces the default `[attestation]` section (dev mode: mock root, any PCRs). The text
+    /// `{MOCK_ROOT}` is replaced with the path of the mock NSM root certificate.
+    pub attestation_toml: Option<String>,
+    /// Return from `start` once the parent answers `/health`, healthy or not (for tests of a
+    /// parent that refuses the enclave).
+    pub allow_unhealthy: bool,
     /// Extra environment for `vettid-parent` (e.g. NOTIFY_SOCKET).
     pub parent_env: Vec<(String, String)>,
 }
@@ -45,10 +51,17 @@ impl System {
         };
         s.start_enclave();
         s.start_parent();
-        assert!(
-            s.wait_healthy(Duration::from_secs(15)),
-            "system did not become healthy"
-        );
+        if s.opts.allow_unhealthy {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while s.health().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        } else {
+            assert!(
+                s.wait_healthy(Duration::from_secs(15)),
+                "system did not become healthy"
+            );
+        }
         s
     }
 
@@ -102,12 +115,22 @@ impl System {
             old.kill();
         }
         let config = self.dir.path().join("parent.toml");
+        let attestation = self
+            .opts
+            .attestation_toml
+            .clone()
+            .unwrap_or_else(|| {
+                "[attestation]\ndev_mode = true\ndev_trust_root = \"{MOCK_ROOT}\"\ndev_accept_any_pcrs = true\n"
+                    .into()
+            })
+            .replace("{MOCK_ROOT}", &self.mock_root_pem().display().to_string());
         let toml = format!(
-            "enclave_id = \"test-host\"\n[nats]\nurl = \"{}\"\n[enclave]\naddress = \"{}\"\nrequest_timeout_ms = 5000\n[http]\nlisten = \"127.0.0.1:{}\"\n{}\n",
+            "enclave_id = \"test-host\"\n[nats]\nurl = \"{}\"\n[enclave]\naddress = \"{}\"\nrequest_timeout_ms = 5000\n[http]\nlisten = \"127.0.0.1:{}\"\n{}\n{}\n",
             self.nats.url(),
             self.enclave_addr(),
             self.http_port,
-            self.opts.parent_toml
+            self.opts.parent_toml,
+            attestation,
         );
         std::fs::write(&config, toml).expect("write parent.toml");
         let mut cmd = Command::new(bin_path("vettid-parent"));

@@ -285,7 +285,7 @@ fn parent_config_errors_are_all_reported_with_exit_64() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(64));
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "[enclave]\naddress = \"vsock://16:5000\"\n").unwrap();
+    std::fs::write(&good, "[enclave]\naddress = \"vsock://16:5000\"\n[attestation]\ndev_mode = true\ndev_accept_any_pcrs = true\n").unwrap();
     let out = Command::new(bin_path("vettid-parent"))
         .arg("--check-config")
         .arg("--config")

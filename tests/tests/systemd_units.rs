@@ -268,12 +268,36 @@ fn install_dry_run_lays_out_binaries_units_and_config() {
     );
 }
 
+/// The example points at /etc/vettid files; the check needs them to exist, so point it at
+/// stand-ins (their content is checked at start-up, not by --check-config).
+fn example_with_local_attestation_files(dir: &std::path::Path) -> std::path::PathBuf {
+    let example =
+        std::fs::read_to_string(repo().join("systemd/parent.toml.example")).expect("read");
+    let manifest = dir.join("pcr-manifest.json");
+    let key = dir.join("pcr-manifest-signing.pub.pem");
+    std::fs::write(&manifest, "{}").expect("write");
+    std::fs::write(&key, "").expect("write");
+    let file = dir.join("parent.toml");
+    let text = example
+        .replace(
+            "/etc/vettid/pcr-manifest.json",
+            &manifest.display().to_string(),
+        )
+        .replace(
+            "/etc/vettid/pcr-manifest-signing.pub.pem",
+            &key.display().to_string(),
+        );
+    std::fs::write(&file, text).expect("write");
+    file
+}
+
 #[test]
 fn shipped_config_examples_validate() {
+    let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(bin_path("vettid-parent"))
         .arg("--check-config")
         .arg("--config")
-        .arg(repo().join("systemd/parent.toml.example"))
+        .arg(example_with_local_attestation_files(dir.path()))
         .output()
         .expect("run vettid-parent");
     assert!(out.status.success(), "parent.toml.example:\n{}", text(&out));
@@ -292,9 +316,8 @@ fn shipped_config_examples_validate() {
 #[test]
 fn parent_refuses_config_with_unknown_key() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("parent.toml");
-    let example =
-        std::fs::read_to_string(repo().join("systemd/parent.toml.example")).expect("read");
+    let file = example_with_local_attestation_files(dir.path());
+    let example = std::fs::read_to_string(&file).expect("read");
     std::fs::write(
         &file,
         example.replace("[http]\n", "[http]\nlisten_adress = \"0.0.0.0:8080\"\n"),

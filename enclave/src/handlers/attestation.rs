@@ -84,6 +84,9 @@ pub async fn handle(
         "module_id".into(),
         state.nsm_description.module_id.clone().into(),
     );
+    if let Some(manifest) = state.pcr_manifest() {
+        body.insert("expected_pcrs".into(), (*manifest).clone());
+    }
     Ok(body)
 }
 
