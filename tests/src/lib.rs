@@ -9,6 +9,7 @@
 #![allow(missing_docs, clippy::print_stderr)]
 
 pub mod http;
+pub mod load;
 pub mod proc;
 pub mod system;
 
