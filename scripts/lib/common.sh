@@ -52,6 +52,11 @@ ensure_test_deps() {
     have python3 || missing+=(python3)
     have pkg-config || missing+=(pkg-config)
     [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+    # The independent Python implementations of our wire formats (vault-crypto, attestation
+    # manifest, control commands) use Debian's python3 with these two modules.
+    [ -x /usr/bin/python3 ] || missing+=(python3)
+    /usr/bin/python3 -c "import cryptography" 2>/dev/null || missing+=(python3-cryptography)
+    /usr/bin/python3 -c "import argon2" 2>/dev/null || missing+=(python3-argon2)
     if [ "${#missing[@]}" -gt 0 ]; then
         step "installing ${missing[*]} (Debian packages)"
         apt_install "${missing[@]}"
