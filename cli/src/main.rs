@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod control;
 mod error;
 mod nats_cmd;
 mod output;
@@ -29,6 +30,8 @@ enum Command {
     Attest(nats_cmd::AttestArgs),
     /// Verify an attestation document from a file.
     Verify(verify_cmd::VerifyArgs),
+    /// Signed control commands: keygen, sign, send (docs/CONTROL.md).
+    Control(control::ControlArgs),
     /// Run and watch the enclave with nitro-cli (ExecStart of vettid-enclave.service).
     SuperviseEnclave(supervise::Args),
 }
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
                     Command::Health(args) => nats_cmd::health(&args).await,
                     Command::Attest(args) => nats_cmd::attest(&args).await,
                     Command::SuperviseEnclave(args) => supervise::run(&args).await,
+                    Command::Control(args) => control::run(&args).await,
                     Command::Verify(_) => unreachable!("handled above"),
                 }
             }),

@@ -99,6 +99,14 @@ impl KeyStore {
         entries.remove(public).map(|e| e.key)
     }
 
+    /// Removes every key minted for `owner` (a control `vault.reset`); returns how many.
+    pub fn remove_owner(&self, owner: &str) -> usize {
+        let mut entries = self.lock();
+        let before = entries.len();
+        entries.retain(|_, e| e.owner.as_deref() != Some(owner));
+        before - entries.len()
+    }
+
     /// Drops expired keys; returns how many remain.
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
@@ -161,6 +169,20 @@ mod tests {
             .generate(None)
             .expect("expired entries were dropped at the cap");
         assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn remove_owner_removes_only_that_owners_keys() {
+        let store = KeyStore::new(Duration::from_secs(60), 10);
+        let a = store.generate(Some("u")).unwrap();
+        store.generate(Some("u")).unwrap();
+        let v = store.generate(Some("v")).unwrap();
+        let l = store.generate(None).unwrap();
+        assert_eq!(store.remove_owner("u"), 2);
+        assert_eq!(store.remove_owner("u"), 0);
+        assert!(store.take(&a, Some("u")).is_none());
+        assert!(store.take(&v, Some("v")).is_some());
+        assert!(store.take(&l, None).is_some());
     }
 
     #[test]

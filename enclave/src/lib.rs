@@ -14,6 +14,7 @@
 //! and hands each request to a [`vettid_link::Handler`], implemented by [`processor::Processor`].
 
 pub mod config;
+pub mod control;
 pub mod handlers;
 pub mod keys;
 pub mod processor;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use vettid_enclave::control::{self, ControlState, Verifier, VerifyingKeys};
 use vettid_enclave::{server, EnclaveConfig, EnclaveState, Processor};
 use vettid_link::{Address, LinkConfig, Listener};
 use vettid_protocol::Role;
@@ -33,6 +34,15 @@ struct Args {
     /// blocking pool). One thread avoids cross-thread wake-ups, which dominate a relay's cost.
     #[arg(long, env = "VETTID_WORKER_THREADS", default_value_t = 0)]
     worker_threads: usize,
+    /// JSON list of `{key_id, public_key_b64}`: the Ed25519 keys allowed to sign control commands
+    /// (docs/CONTROL.md). Baked into the EIF with this path on the measured command line. Without
+    /// it every control command is refused.
+    #[arg(long)]
+    control_keys: Option<std::path::PathBuf>,
+    /// This enclave's id, as in `Control.enclave.{id}.*`; must equal the parent's `enclave_id`.
+    /// Default: `dev-{hostname}`, the parent's own dev default.
+    #[arg(long)]
+    enclave_id: Option<String>,
     /// Print build facts (version, whether the mock NSM is compiled in) as JSON and exit.
     #[arg(long)]
     build_info: bool,
@@ -67,6 +77,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    let control = match control_state(&args) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors {
+                tracing::error!(error = %e, "invalid control configuration");
+            }
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     let nsm = match open_nsm(&args) {
         Ok(nsm) => nsm,
         Err(e) => {
@@ -83,12 +102,50 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_OSERR);
         }
     };
-    runtime.block_on(run(config, nsm))
+    runtime.block_on(run(config, nsm, control))
 }
 
-async fn run(config: EnclaveConfig, nsm: Arc<dyn vettid_nsm::Nsm>) -> ExitCode {
+/// The control verifier from `--control-keys` and `--enclave-id`, reporting every error at once.
+fn control_state(args: &Args) -> Result<ControlState, Vec<String>> {
+    let mut errors = Vec::new();
+    let enclave_id = args
+        .enclave_id
+        .clone()
+        .unwrap_or_else(control::default_enclave_id);
+    if !control::wire::is_enclave_id(&enclave_id) {
+        errors.push(format!(
+            "--enclave-id {enclave_id:?}: must be one NATS subject token"
+        ));
+    }
+    let keys = match &args.control_keys {
+        Some(path) => VerifyingKeys::load(path).unwrap_or_else(|e| {
+            errors.push(format!("--control-keys: {e}"));
+            VerifyingKeys::none()
+        }),
+        None => VerifyingKeys::none(),
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    if keys.is_empty() {
+        tracing::warn!("no --control-keys: every signed control command will be refused");
+    }
+    tracing::info!(enclave_id = %enclave_id, control_keys = ?keys.ids(), "control commands");
+    Ok(ControlState::new(Verifier::new(
+        keys,
+        enclave_id,
+        control::now_ms(),
+        control::replay::DEFAULT_REPLAY_CAPACITY,
+    )))
+}
+
+async fn run(
+    config: EnclaveConfig,
+    nsm: Arc<dyn vettid_nsm::Nsm>,
+    control: ControlState,
+) -> ExitCode {
     let state = match EnclaveState::new(config.clone(), nsm) {
-        Ok(s) => Arc::new(s),
+        Ok(s) => Arc::new(s.with_control(control)),
         Err(e) => {
             tracing::error!(error = %e, "the NSM cannot describe itself");
             return ExitCode::from(EX_UNAVAILABLE);

@@ -12,6 +12,7 @@ use vettid_protocol::{
     ErrorCode, NatsMessage, NatsReply, Publication, Request, Response, WireError,
 };
 
+use crate::control;
 use crate::handlers;
 use crate::reply::{self, Body, ClientError, ReplyCtx};
 use crate::router::{self, Route};
@@ -46,7 +47,7 @@ impl Processor {
             ),
             _ => (ReplyCtx::from_request(request.as_ref().ok(), None), None),
         };
-        let result = self.dispatch(&route, request).await;
+        let result = self.dispatch(&route, request, &msg.payload).await;
         let body = match result {
             Ok(obj) => reply::ok(obj, &ctx),
             Err(err) => {
@@ -73,7 +74,17 @@ impl Processor {
         &self,
         route: &Route,
         request: Result<Map<String, Value>, ClientError>,
+        payload: &[u8],
     ) -> Result<Body, ClientError> {
+        // After a signed `drain`, new vault work is refused; health and control still answer.
+        if !self.state.control.phase().accepts_vault_work()
+            && matches!(
+                route,
+                Route::Vault { .. } | Route::Peer { .. } | Route::LambdaAttestation
+            )
+        {
+            return Err(ClientError::Draining);
+        }
         match route {
             // Health answers whatever the payload (Lambdas send `{}`, operators send nothing).
             Route::Health => Ok(Body::Health(Box::new(handlers::health::handle(
@@ -88,7 +99,11 @@ impl Processor {
                     .map(Body::from),
                 _ => Err(ClientError::NotSupported),
             },
-            Route::Peer { .. } | Route::Control => Err(ClientError::NotSupported),
+            // Parsed again strictly from the raw bytes: duplicate keys must be refused, not resolved.
+            Route::Control { scope, command } => {
+                control::handle(&self.state, scope, command, payload).await
+            }
+            Route::Peer { .. } => Err(ClientError::NotSupported),
             #[cfg(feature = "dev")]
             Route::DevSleep => handlers::dev::sleep(&request?).await.map(Body::from),
             #[cfg(not(feature = "dev"))]

@@ -71,6 +71,12 @@ pub enum ClientError {
     /// The NSM failed to produce a document.
     #[error("attestation unavailable")]
     AttestationFailed,
+    /// A signed control command was refused; the text names the reason.
+    #[error("{0}")]
+    ControlRejected(crate::control::Rejection),
+    /// A `drain` command was accepted: new vault work goes to another enclave.
+    #[error("enclave is draining, retry on another host")]
+    Draining,
 }
 
 impl ClientError {
@@ -87,6 +93,8 @@ impl ClientError {
             ClientError::NotSupported => "not_supported",
             ClientError::Busy => "busy",
             ClientError::AttestationFailed => "attestation_failed",
+            ClientError::ControlRejected(_) => "control_rejected",
+            ClientError::Draining => "draining",
         }
     }
 }

@@ -58,14 +58,31 @@ pub enum Route {
         /// Everything after `forOwner.`.
         rest: String,
     },
-    /// `Control.*` signed commands.
-    Control,
+    /// `Control.global.{cmd}`, `Control.enclave.{id}.{cmd}`, `Control.user.{guid}.{cmd}`: signed
+    /// commands, verified in [`crate::control`]. `command` is everything after the scope.
+    Control {
+        /// Whom the subject addresses; the signed `target` must say the same.
+        scope: ControlScope,
+        /// The command token(s) from the subject, e.g. `vault.reset`.
+        command: String,
+    },
     /// `enclave.dev.sleep`: dev builds only, to show that requests overlap.
     DevSleep,
     /// A subject with a bad owner-space token.
     BadOwner,
     /// Anything else.
     Unknown,
+}
+
+/// The scope a `Control.*` subject addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlScope {
+    /// `Control.global.*`: every enclave.
+    Global,
+    /// `Control.enclave.{id}.*`: one enclave, by its `enclave_id` (a NATS token).
+    Enclave(String),
+    /// `Control.user.{guid}.*`: one user's vault.
+    User(OwnerSpace),
 }
 
 /// Maps a subject to its route.
@@ -95,8 +112,41 @@ pub fn route(subject: &str) -> Route {
                 None => Route::BadOwner,
             }
         }
-        (Some("Control"), Some(_), _, _) => Route::Control,
+        (Some("Control"), _, _, _) => control_route(subject),
         _ => Route::Unknown,
+    }
+}
+
+/// `Control.{scope}.{command}`; anything malformed is `Unknown` (or `BadOwner` for a bad GUID).
+fn control_route(subject: &str) -> Route {
+    let Some(rest) = subject.strip_prefix("Control.") else {
+        return Route::Unknown;
+    };
+    let (scope, command) = match rest.split_once('.') {
+        Some(("global", command)) => (ControlScope::Global, command),
+        Some((kind @ ("enclave" | "user"), tail)) => {
+            let Some((id, command)) = tail.split_once('.') else {
+                return Route::Unknown;
+            };
+            if kind == "user" {
+                match OwnerSpace::parse(id) {
+                    Some(owner) => (ControlScope::User(owner), command),
+                    None => return Route::BadOwner,
+                }
+            } else if valid_op(id) && id.len() <= MAX_OWNER_LEN {
+                (ControlScope::Enclave(id.to_owned()), command)
+            } else {
+                return Route::Unknown;
+            }
+        }
+        _ => return Route::Unknown,
+    };
+    if !valid_op(command) {
+        return Route::Unknown;
+    }
+    Route::Control {
+        scope,
+        command: command.to_owned(),
     }
 }
 
@@ -152,7 +202,42 @@ mod tests {
                 rest: "agent.c1".into()
             }
         );
-        assert_eq!(route("Control.global.health.request"), Route::Control);
+    }
+
+    #[test]
+    fn control_subjects_carry_scope_and_command() {
+        let control = |scope, command: &str| Route::Control {
+            scope,
+            command: command.into(),
+        };
+        assert_eq!(
+            route("Control.global.health.request"),
+            control(ControlScope::Global, "health.request")
+        );
+        assert_eq!(
+            route("Control.enclave.us-east-1-i-0abc-1.drain"),
+            control(ControlScope::Enclave("us-east-1-i-0abc-1".into()), "drain")
+        );
+        assert_eq!(
+            route("Control.user.u-1.vault.reset"),
+            control(
+                ControlScope::User(OwnerSpace::parse("u-1").unwrap()),
+                "vault.reset"
+            )
+        );
+        for bad in [
+            "Control",
+            "Control.global",
+            "Control.global.",
+            "Control.enclave.h1",
+            "Control.user.u1",
+            "Control.fleet.x.drain",
+            "Control.enclave.*.drain",
+            "Control.global.health..request",
+        ] {
+            assert_eq!(route(bad), Route::Unknown, "{bad}");
+        }
+        assert_eq!(route("Control.user.a%2f.vault.reset"), Route::BadOwner);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Instant;
 use vettid_nsm::{Description, Nsm};
 
 use crate::config::EnclaveConfig;
+use crate::control::ControlState;
 use crate::keys::KeyStore;
 
 /// Shared enclave state. Cheap to clone behind an `Arc`.
@@ -23,6 +24,9 @@ pub struct EnclaveState {
     pub started: Instant,
     /// Request counters.
     pub stats: RequestStats,
+    /// Control-command verifier, replay cache and drain phase (disabled until
+    /// [`EnclaveState::with_control`]).
+    pub control: ControlState,
     /// The signed PCR manifest the parent was configured with, passed to apps as
     /// `expected_pcrs`. Untrusted: apps check its signature.
     pcr_manifest: RwLock<Option<Arc<serde_json::Value>>>,
@@ -45,8 +49,15 @@ impl EnclaveState {
             nsm_description,
             started: Instant::now(),
             stats: RequestStats::default(),
+            control: ControlState::disabled(),
             pcr_manifest: RwLock::new(None),
         })
+    }
+
+    /// Sets the control-command state (keys from `--control-keys`, this enclave's id).
+    pub fn with_control(mut self, control: ControlState) -> Self {
+        self.control = control;
+        self
     }
 
     /// Replaces the PCR manifest handed to apps.

@@ -35,7 +35,9 @@ impl Handler for Echo {
                     publish: vec![],
                 }))
             }
-            Request::Storage(_) => Err(WireError::new(ErrorCode::UnknownRequest, "no storage here")),
+            Request::Storage(_) => {
+                Err(WireError::new(ErrorCode::UnknownRequest, "no storage here"))
+            }
         };
         self.now.fetch_sub(1, Ordering::SeqCst);
         out

@@ -22,6 +22,7 @@ use crate::config::{Config, NatsConfig};
 use crate::enclave_link::{self, EnclaveLink, ParentHandler, PUBLISH_QUEUE};
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
+use crate::storage::StorageRelay;
 
 /// Why the parent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,9 @@ pub enum RunError {
     /// The enclave check could not be set up (unreadable manifest, bad signature, ...).
     #[error("{0}")]
     Attestation(#[from] crate::attest::CheckError),
+    /// The object store could not be opened (filesystem root not creatable, ...).
+    #[error("object store: {0}")]
+    Storage(String),
 }
 
 /// NATS reconnect delay: 50 ms doubling to 1 s, so service resumes within about a second of the
@@ -106,10 +110,15 @@ pub async fn run(
     // connects: a parent that cannot check the enclave must not start.
     let check = Arc::new(EnclaveCheck::load(&config.attestation)?);
     let metrics = Arc::new(Metrics::new());
+    let store = crate::storage::open(&config.storage)
+        .await
+        .map_err(RunError::Storage)?;
+    tracing::info!(backend = store.kind(), "object store ready");
+    let storage = StorageRelay::new(store, config.storage.timeout, metrics.clone());
     let client = connect_nats(&config.nats, metrics.clone()).await?;
     let link = Arc::new(EnclaveLink::new());
     let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
-    let handler = Arc::new(ParentHandler::new(publish_tx, metrics.clone()));
+    let handler = Arc::new(ParentHandler::new(publish_tx, metrics.clone(), storage));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();

@@ -155,12 +155,16 @@ impl EnclaveCheck {
         Ok(Checked {
             module_id: verified.module_id,
             pcr_set: verified.matched_pcr_set,
-            pcr0: verified.pcrs.get(&0).map(hex_lower).unwrap_or_default(),
+            pcr0: verified
+                .pcrs
+                .get(&0)
+                .map(|v| hex_lower(v))
+                .unwrap_or_default(),
         })
     }
 }
 
-fn hex_lower(bytes: &Vec<u8>) -> String {
+fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

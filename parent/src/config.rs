@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use vettid_link::Address;
 
+pub use crate::storage::config::{S3Config, StorageBackend, StorageConfig};
+
 /// Everything wrong with a configuration, one line per problem.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  - {}", problems.join("\n  - "))]
@@ -43,6 +45,7 @@ struct File {
     http: HttpFile,
     limits: LimitsFile,
     attestation: AttestationFile,
+    storage: crate::storage::config::StorageFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +164,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// What the enclave must prove on every connect.
     pub attestation: AttestationConfig,
+    /// Where the enclave's objects are stored.
+    pub storage: StorageConfig,
 }
 
 /// Which enclaves the parent will serve. Checked on every (re)connect; until the check passes the
@@ -350,6 +355,8 @@ impl Config {
             &mut problems,
         );
         let attestation = attestation_config(&f.attestation, &mut problems);
+        let storage =
+            crate::storage::config::validate(&f.storage, f.enclave.max_frame_len, &mut problems);
         let enclave_id = f.enclave_id.unwrap_or_else(dev_enclave_id);
         if !valid_token(&enclave_id) {
             problems.push(format!(
@@ -357,8 +364,10 @@ impl Config {
             ));
         }
 
-        match (address, http_listen, attestation) {
-            (Some(address), Some(http_listen), Some(attestation)) if problems.is_empty() => {
+        match (address, http_listen, attestation, storage) {
+            (Some(address), Some(http_listen), Some(attestation), Some(storage))
+                if problems.is_empty() =>
+            {
                 Ok(Config {
                     enclave_id,
                     nats: NatsConfig {
@@ -381,6 +390,7 @@ impl Config {
                     max_in_flight: f.limits.max_in_flight,
                     shutdown_grace,
                     attestation,
+                    storage,
                 })
             }
             _ => Err(ConfigError { problems }),

@@ -19,6 +19,7 @@ use vettid_protocol::{
 
 use crate::config::EnclaveConfig;
 use crate::metrics::Metrics;
+use crate::storage::StorageRelay;
 
 /// Publications the enclave sends as events, waiting for the NATS publisher.
 pub const PUBLISH_QUEUE: usize = 4096;
@@ -197,7 +198,7 @@ impl EnclaveLink {
 pub fn link_config(config: &EnclaveConfig) -> LinkConfig {
     let mut link = LinkConfig::new(Role::Parent);
     link.max_frame_len = config.max_frame_len;
-    link.capabilities = vec!["nats".into()];
+    link.capabilities = vec!["nats".into(), "storage".into()];
     link
 }
 
@@ -205,17 +206,27 @@ pub fn link_config(config: &EnclaveConfig) -> LinkConfig {
 pub struct ParentHandler {
     publish: mpsc::Sender<Publication>,
     metrics: Arc<Metrics>,
+    storage: StorageRelay,
 }
 
 impl ParentHandler {
-    /// A handler that queues the enclave's publications on `publish`.
-    pub fn new(publish: mpsc::Sender<Publication>, metrics: Arc<Metrics>) -> Self {
-        Self { publish, metrics }
+    /// A handler that queues the enclave's publications on `publish` and runs its storage
+    /// requests through `storage`.
+    pub fn new(
+        publish: mpsc::Sender<Publication>,
+        metrics: Arc<Metrics>,
+        storage: StorageRelay,
+    ) -> Self {
+        Self {
+            publish,
+            metrics,
+            storage,
+        }
     }
 }
 
 impl Handler for ParentHandler {
-    async fn handle(&self, request: Request, _ctx: RequestCtx) -> Result<Response, WireError> {
+    async fn handle(&self, request: Request, ctx: RequestCtx) -> Result<Response, WireError> {
         match request {
             Request::Ping => Ok(Response::Pong),
             Request::Nats(_) | Request::Attest { .. } | Request::SetPcrManifest { .. } => {
@@ -224,11 +235,11 @@ impl Handler for ParentHandler {
                     "the parent does not serve this request",
                 ))
             }
-            // Replaced by the object-store relay when it lands (vault issue).
-            Request::Storage(_) => Err(WireError::new(
-                ErrorCode::Unavailable,
-                "no object store configured",
-            )),
+            Request::Storage(req) => self
+                .storage
+                .serve(req, Some(ctx.deadline))
+                .await
+                .map(Response::Storage),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod enclave_link;
 pub mod http;
 pub mod metrics;
 pub mod reply;
+pub mod storage;
 
 pub use app::{run, RunError};
 pub use config::{Config, ConfigError, Overrides};

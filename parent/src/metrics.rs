@@ -70,6 +70,49 @@ pub struct FamilyLabels {
     pub family: SubjectFamily,
 }
 
+/// An object-store operation the enclave asked for.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum StorageOp {
+    /// Read an object.
+    Get,
+    /// Read metadata.
+    Head,
+    /// Conditional write.
+    Put,
+    /// Delete.
+    Delete,
+    /// List a prefix.
+    List,
+}
+
+/// How an object-store operation ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum StorageOutcome {
+    /// Done.
+    Ok,
+    /// No such key.
+    NotFound,
+    /// Precondition failed (another writer won).
+    Conflict,
+    /// Refused: invalid key, prefix or token.
+    Invalid,
+    /// Refused: object over the size cap.
+    TooLarge,
+    /// The backend did not answer in time.
+    Timeout,
+    /// The backend failed.
+    Unavailable,
+}
+
+/// Labels of `vettid_parent_storage_requests`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StorageLabels {
+    /// Operation.
+    pub op: StorageOp,
+    /// Outcome.
+    pub outcome: StorageOutcome,
+}
+
 /// Every metric the parent exports.
 pub struct Metrics {
     registry: Registry,
@@ -97,6 +140,8 @@ pub struct Metrics {
     pub nats_slow_consumer: Counter,
     /// Publications (replies included) that failed.
     pub publish_errors: Counter,
+    /// Object-store calls by operation and outcome.
+    pub storage_requests: Family<StorageLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -126,6 +171,7 @@ impl Metrics {
             nats_reconnects: Counter::default(),
             nats_slow_consumer: Counter::default(),
             publish_errors: Counter::default(),
+            storage_requests: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -184,7 +230,19 @@ impl Metrics {
             "Publications that failed",
             m.publish_errors.clone(),
         );
+        registry.register(
+            "storage_requests",
+            "Object-store calls made for the enclave, by operation and outcome",
+            m.storage_requests.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Records one object-store call.
+    pub fn storage(&self, op: StorageOp, outcome: StorageOutcome) {
+        self.storage_requests
+            .get_or_create(&StorageLabels { op, outcome })
+            .inc();
     }
 
     /// Records one finished request.

@@ -86,7 +86,11 @@ fn main() {
         let jdec = rate(budget, || {
             let v: V1Message = serde_json::from_slice(black_box(&json)).unwrap();
             use base64::Engine;
-            black_box(base64::engine::general_purpose::STANDARD.decode(v.payload).unwrap());
+            black_box(
+                base64::engine::general_purpose::STANDARD
+                    .decode(v.payload)
+                    .unwrap(),
+            );
         });
         println!(
             "| {size} B | {enc:.0} | {dec:.0} | {jenc:.0} | {jdec:.0} | {:.1}x | {:.0} |",

@@ -1,5 +1,5 @@
 # Shared helpers for scripts/dev and scripts/test. Sourced, not run.
-# Installs only from Debian's packages, and only what is missing.
+# Installs only what is missing: from Debian's packages, and moto from PyPI.
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -61,6 +61,21 @@ ensure_test_deps() {
         step "installing ${missing[*]} (Debian packages)"
         apt_install "${missing[@]}"
     fi
+    ensure_moto
+}
+
+# moto_server: the local S3 that tests/tests/storage_s3.rs drives the real S3 store against.
+# From PyPI (Debian has no moto 5), into a venv of its own so the system Python is untouched
+# (PEP 668); the venv's bin/ goes on PATH for the rest of the script.
+ensure_moto() {
+    have moto_server && return 0
+    local venv="${VETTID_MOTO_VENV:-$HOME/.cache/vettid/moto-venv}"
+    if [ ! -x "$venv/bin/moto_server" ]; then
+        step "installing moto_server (pip install 'moto[server]>=5,<6' into $venv)"
+        python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+        "$venv/bin/pip" install -q 'moto[server]>=5,<6'
+    fi
+    export PATH="$venv/bin:$PATH"
 }
 
 # 0 if something accepts TCP connections on host:port.

@@ -59,7 +59,11 @@ pub struct LoadReport {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/statm"))
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map(|pages| pages * 4)
         .unwrap_or(0)
 }
@@ -97,7 +101,11 @@ pub async fn run(sys: &System, spec: &LoadSpec) -> LoadReport {
             break;
         }
         if now >= next_sample {
-            report.memory.push((started.elapsed().as_secs(), rss_kib(pids.0), rss_kib(pids.1)));
+            report.memory.push((
+                started.elapsed().as_secs(),
+                rss_kib(pids.0),
+                rss_kib(pids.1),
+            ));
             next_sample += Duration::from_secs(1);
         }
         if now >= window_end {
@@ -118,7 +126,10 @@ pub async fn run(sys: &System, spec: &LoadSpec) -> LoadReport {
             i += 1;
             let (subject, payload) = match i % 4 {
                 0 | 2 => ("enclave.health".to_string(), json!({})),
-                1 => ("enclave.attestation.request".to_string(), json!({"nonce": B64.encode(i.to_be_bytes())})),
+                1 => (
+                    "enclave.attestation.request".to_string(),
+                    json!({"nonce": B64.encode(i.to_be_bytes())}),
+                ),
                 _ => (
                     format!("OwnerSpace.load-{}.forVault.attestation", i % 50),
                     json!({"id": format!("e{i}"), "type": "attestation.request", "payload": {"nonce": B64.encode(i.to_be_bytes())}}),
@@ -128,14 +139,19 @@ pub async fn run(sys: &System, spec: &LoadSpec) -> LoadReport {
             tokio::spawn(async move {
                 let t = Instant::now();
                 let r = crate::system::request_json(&c, &subject, payload, deadline).await;
-                let ok = matches!(&r, Ok(v) if v.get("type").and_then(|t| t.as_str()) != Some("error"));
+                let ok =
+                    matches!(&r, Ok(v) if v.get("type").and_then(|t| t.as_str()) != Some("error"));
                 let _ = tx.send((t, if ok { Ok(t.elapsed()) } else { Err(()) }));
             });
             report.sent += 1;
             in_flight += 1;
             next_send += interval;
         }
-        let wait = [next_send, next_sample, window_end].into_iter().min().unwrap_or(now).saturating_duration_since(now);
+        let wait = [next_send, next_sample, window_end]
+            .into_iter()
+            .min()
+            .unwrap_or(now)
+            .saturating_duration_since(now);
         match tokio::time::timeout(wait.max(Duration::from_millis(1)), rx.recv()).await {
             Ok(Some((_, res))) => {
                 in_flight -= 1;
@@ -162,11 +178,18 @@ impl LoadReport {
     pub fn markdown(&self) -> String {
         let mut s = String::from("| t (s) | done | errors | p50 µs | p99 µs | max µs |\n|---:|---:|---:|---:|---:|---:|\n");
         for w in &self.windows {
-            s += &format!("| {} | {} | {} | {} | {} | {} |\n", w.at_s, w.done, w.errors, w.p50_us, w.p99_us, w.max_us);
+            s += &format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                w.at_s, w.done, w.errors, w.p50_us, w.p99_us, w.max_us
+            );
         }
         let mem = |f: fn(&(u64, u64, u64)) -> u64| {
             let v: Vec<u64> = self.memory.iter().map(f).collect();
-            (v.iter().min().copied().unwrap_or(0), v.iter().max().copied().unwrap_or(0), v.last().copied().unwrap_or(0))
+            (
+                v.iter().min().copied().unwrap_or(0),
+                v.iter().max().copied().unwrap_or(0),
+                v.last().copied().unwrap_or(0),
+            )
         };
         let (pmin, pmax, plast) = mem(|m| m.1);
         let (emin, emax, elast) = mem(|m| m.2);
@@ -180,8 +203,16 @@ impl LoadReport {
     /// RSS growth (KiB) between the second sample and the last, per process: the first second
     /// includes start-up allocation.
     pub fn rss_growth_kib(&self) -> (i64, i64) {
-        let first = self.memory.get(1).or(self.memory.first()).copied().unwrap_or_default();
+        let first = self
+            .memory
+            .get(1)
+            .or(self.memory.first())
+            .copied()
+            .unwrap_or_default();
         let last = self.memory.last().copied().unwrap_or_default();
-        (last.1 as i64 - first.1 as i64, last.2 as i64 - first.2 as i64)
+        (
+            last.1 as i64 - first.1 as i64,
+            last.2 as i64 - first.2 as i64,
+        )
     }
 }

@@ -23,6 +23,8 @@ pub struct SystemOptions {
     pub allow_unhealthy: bool,
     /// Extra environment for `vettid-parent` (e.g. NOTIFY_SOCKET).
     pub parent_env: Vec<(String, String)>,
+    /// Extra arguments for `vettid-enclave` (e.g. `--control-keys FILE --enclave-id test-host`).
+    pub enclave_args: Vec<String>,
 }
 
 /// A running system. Everything is killed when it is dropped.
@@ -89,7 +91,8 @@ impl System {
         cmd.arg("--listen")
             .arg(self.enclave_addr())
             .arg("--dev-dir")
-            .arg(self.dir.path());
+            .arg(self.dir.path())
+            .args(&self.opts.enclave_args);
         let started = Instant::now();
         let child = Child::spawn("vettid-enclave", cmd, &self.dir.path().join("enclave.log"));
         self.enclave = Some(child);
@@ -125,10 +128,11 @@ impl System {
             })
             .replace("{MOCK_ROOT}", &self.mock_root_pem().display().to_string());
         let toml = format!(
-            "enclave_id = \"test-host\"\n[nats]\nurl = \"{}\"\n[enclave]\naddress = \"{}\"\nrequest_timeout_ms = 5000\n[http]\nlisten = \"127.0.0.1:{}\"\n{}\n{}\n",
+            "enclave_id = \"test-host\"\n[nats]\nurl = \"{}\"\n[enclave]\naddress = \"{}\"\nrequest_timeout_ms = 5000\n[http]\nlisten = \"127.0.0.1:{}\"\n[storage]\nbackend = \"fs\"\nfs.root = \"{}\"\n{}\n{}\n",
             self.nats.url(),
             self.enclave_addr(),
             self.http_port,
+            self.dir.path().join("objects").display(),
             self.opts.parent_toml,
             attestation,
         );

@@ -20,7 +20,10 @@ fn main() -> anyhow::Result<()> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value: u64 = args.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?.parse()?;
+        let value: u64 = args
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?
+            .parse()?;
         match flag.as_str() {
             "--seconds" => spec.duration = Duration::from_secs(value),
             "--rate" => spec.rate = u32::try_from(value)?,
@@ -29,7 +32,10 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let sys = System::start(SystemOptions::default());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let report = rt.block_on(run(&sys, &spec));
     println!("vettid-load: {} s at {} req/s (health 50 %, Lambda attestation 25 %, app attestation 25 %)\n", spec.duration.as_secs(), spec.rate);
     print!("{}", report.markdown());
