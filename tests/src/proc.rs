@@ -157,6 +157,8 @@ pub struct NatsServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Someone else's server (a second host on the first host's NATS): never stopped here.
+    external: bool,
 }
 
 fn nats_server_bin() -> PathBuf {
@@ -182,9 +184,20 @@ impl NatsServer {
             port: free_port(),
             dir: dir.into(),
             child: None,
+            external: false,
         };
         s.restart();
         s
+    }
+
+    /// A handle on a server another harness object runs (same URL; stop/restart refused).
+    pub fn shared(other: &NatsServer) -> Self {
+        Self {
+            port: other.port,
+            dir: other.dir.clone(),
+            child: None,
+            external: true,
+        }
     }
 
     /// `nats://127.0.0.1:PORT`.
@@ -201,6 +214,10 @@ impl NatsServer {
 
     /// (Re)starts on the same port.
     pub fn restart(&mut self) {
+        assert!(
+            !self.external,
+            "restart the server through the host that started it"
+        );
         self.stop();
         let mut cmd = Command::new(nats_server_bin());
         cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);

@@ -21,6 +21,8 @@ pub struct SystemOptions {
     /// Return from `start` once the parent answers `/health`, healthy or not (for tests of a
     /// parent that refuses the enclave).
     pub allow_unhealthy: bool,
+    /// Object-store root shared with another host (default: this system's own directory).
+    pub storage_root: Option<PathBuf>,
     /// Extra environment for `vettid-parent` (e.g. NOTIFY_SOCKET).
     pub parent_env: Vec<(String, String)>,
     /// Extra arguments for `vettid-enclave` (e.g. `--control-keys FILE --enclave-id test-host`).
@@ -40,9 +42,21 @@ pub struct System {
 impl System {
     /// Starts nats-server, the enclave and the parent, and waits until the parent is healthy.
     pub fn start(opts: SystemOptions) -> Self {
+        Self::start_on(None, opts)
+    }
+
+    /// A second host: its own enclave and parent, on `first`'s nats-server (same queue group).
+    pub fn start_second_host(first: &System, opts: SystemOptions) -> Self {
+        Self::start_on(Some(&first.nats), opts)
+    }
+
+    fn start_on(shared_nats: Option<&NatsServer>, opts: SystemOptions) -> Self {
         assert_dev_enclave();
         let dir = tempfile::tempdir().expect("tempdir");
-        let nats = NatsServer::start(dir.path());
+        let nats = match shared_nats {
+            Some(n) => NatsServer::shared(n),
+            None => NatsServer::start(dir.path()),
+        };
         let mut s = Self {
             dir,
             nats,
@@ -132,7 +146,7 @@ impl System {
             self.nats.url(),
             self.enclave_addr(),
             self.http_port,
-            self.dir.path().join("objects").display(),
+            self.opts.storage_root.clone().unwrap_or_else(|| self.dir.path().join("objects")).display(),
             self.opts.parent_toml,
             attestation,
         );
