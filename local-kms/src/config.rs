@@ -1,0 +1,188 @@
+//! Validated configuration: everything is checked before the server binds, and every problem is reported at
+//! once (the binary exits 64 on any).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use base64::Engine;
+
+use crate::error::StartError;
+
+/// Default AWS region in ARNs (what the tests and dev scripts configure the SDK with).
+pub const DEFAULT_REGION: &str = "us-east-1";
+/// Default account id in ARNs; moto and localstack use the same placeholder.
+pub const DEFAULT_ACCOUNT: &str = "000000000000";
+
+/// Settings as given (flags or a test's literal values), before validation.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Where to listen; must be a loopback address (plain HTTP, no authentication).
+    pub listen: Option<SocketAddr>,
+    /// The JSON key file (created on first write).
+    pub key_file: PathBuf,
+    /// PEM file of an extra attestation root (the dev mock NSM's `mock-root.pem`).
+    pub attestation_root: Option<PathBuf>,
+    /// Hex PCR0 values accepted for keys without their own list.
+    pub allow_pcr0: Vec<String>,
+    /// Behave like moto: ignore `Recipient` and return `Plaintext`.
+    pub ignore_recipient: bool,
+    /// Refuse Decrypt, GenerateDataKey and GenerateRandom without a `Recipient`, for every key.
+    pub require_recipient: bool,
+    /// Key ids to create at start-up if the key file lacks them.
+    pub ensure_keys: Vec<String>,
+    /// Region in ARNs.
+    pub region: Option<String>,
+    /// Account id in ARNs.
+    pub account: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address (loopback).
+    pub listen: SocketAddr,
+    /// The key file.
+    pub key_file: PathBuf,
+    /// The extra trusted root, DER (the AWS root is always trusted by `vettid-attestation`).
+    pub attestation_root_der: Option<Vec<u8>>,
+    /// Global PCR0 allow-list (raw bytes).
+    pub allow_pcr0: Vec<Vec<u8>>,
+    /// See [`Settings::ignore_recipient`].
+    pub ignore_recipient: bool,
+    /// See [`Settings::require_recipient`].
+    pub require_recipient: bool,
+    /// See [`Settings::ensure_keys`].
+    pub ensure_keys: Vec<String>,
+    /// Region in ARNs.
+    pub region: String,
+    /// Account id in ARNs.
+    pub account: String,
+}
+
+impl Config {
+    /// Validates `settings`, reading the attestation root file.
+    ///
+    /// # Errors
+    /// [`StartError::Config`] listing every invalid value.
+    pub fn from_settings(settings: Settings) -> Result<Self, StartError> {
+        let mut errors = Vec::new();
+        let listen = settings
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        if !listen.ip().is_loopback() {
+            errors.push(format!(
+                "--listen {listen}: only loopback addresses (plain HTTP, no authentication)"
+            ));
+        }
+        let attestation_root_der = match &settings.attestation_root {
+            None => None,
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(pem) => pem_certificate(&pem)
+                    .map_err(|e| errors.push(format!("--attestation-root {}: {e}", path.display())))
+                    .ok(),
+                Err(e) => {
+                    errors.push(format!("--attestation-root {}: {e}", path.display()));
+                    None
+                }
+            },
+        };
+        let mut allow_pcr0 = Vec::new();
+        for value in &settings.allow_pcr0 {
+            match parse_pcr(value) {
+                Ok(pcr) => allow_pcr0.push(pcr),
+                Err(e) => errors.push(format!("--allow-pcr0 {value}: {e}")),
+            }
+        }
+        for id in &settings.ensure_keys {
+            if let Err(e) = check_key_id(id) {
+                errors.push(format!("--ensure-key {id}: {e}"));
+            }
+        }
+        if settings.ignore_recipient && settings.require_recipient {
+            errors.push("--ignore-recipient and --require-recipient contradict each other".into());
+        }
+        if settings.key_file.as_os_str().is_empty() {
+            errors.push("--key-file is required".into());
+        }
+        if !errors.is_empty() {
+            return Err(StartError::Config(errors));
+        }
+        Ok(Self {
+            listen,
+            key_file: settings.key_file,
+            attestation_root_der,
+            allow_pcr0,
+            ignore_recipient: settings.ignore_recipient,
+            require_recipient: settings.require_recipient,
+            ensure_keys: settings.ensure_keys,
+            region: settings.region.unwrap_or_else(|| DEFAULT_REGION.into()),
+            account: settings.account.unwrap_or_else(|| DEFAULT_ACCOUNT.into()),
+        })
+    }
+}
+
+/// A PCR value in hex: 32, 48 (SHA-384, what Nitro uses) or 64 bytes, not all zero (debug enclaves are
+/// never allowed).
+pub fn parse_pcr(value: &str) -> Result<Vec<u8>, String> {
+    let bytes = hex::decode(value.trim()).map_err(|_| "not hex".to_string())?;
+    if !matches!(bytes.len(), 32 | 48 | 64) {
+        return Err(format!("{} bytes, expected 32, 48 or 64", bytes.len()));
+    }
+    if bytes.iter().all(|&b| b == 0) {
+        return Err("all zeros (a debug enclave)".into());
+    }
+    Ok(bytes)
+}
+
+/// Key ids we create: 1 to 64 of `[A-Za-z0-9-]` (KMS's own are UUIDs), so they are safe in ARNs and logs.
+pub fn check_key_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err("key id must be 1-64 characters of A-Z, a-z, 0-9 and '-'".into());
+    }
+    Ok(())
+}
+
+/// The DER of the first `CERTIFICATE` block of a PEM file.
+fn pem_certificate(pem: &str) -> Result<Vec<u8>, String> {
+    let begin = "-----BEGIN CERTIFICATE-----";
+    let end = "-----END CERTIFICATE-----";
+    let start = pem.find(begin).ok_or("no CERTIFICATE block")? + begin.len();
+    let stop = pem[start..]
+        .find(end)
+        .ok_or("unterminated CERTIFICATE block")?
+        + start;
+    let body: String = pem[start..stop].split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|_| "CERTIFICATE block is not base64".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let settings = Settings {
+            listen: Some("0.0.0.0:1".parse().unwrap()),
+            allow_pcr0: vec!["zz".into(), "00".repeat(48)],
+            ensure_keys: vec!["bad id".into()],
+            ignore_recipient: true,
+            require_recipient: true,
+            attestation_root: Some("/nonexistent/root.pem".into()),
+            ..Settings::default()
+        };
+        let StartError::Config(errors) = Config::from_settings(settings).unwrap_err() else {
+            panic!("expected a config error");
+        };
+        assert_eq!(errors.len(), 7, "{errors:#?}");
+    }
+
+    #[test]
+    fn pcr_values_are_checked() {
+        assert!(parse_pcr(&"ab".repeat(48)).is_ok());
+        assert!(parse_pcr(&"ab".repeat(47)).is_err());
+        assert!(parse_pcr(&"00".repeat(48)).is_err());
+    }
+}

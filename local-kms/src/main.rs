@@ -1,0 +1,118 @@
+//! `vettid-local-kms`: flags → validated configuration and key file → bind → serve until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use vettid_local_kms::{Config, Kms, Settings, StartError};
+
+/// `EX_USAGE`: bad flags or configuration.
+const EXIT_USAGE: u8 = 64;
+
+/// A local AWS KMS stand-in (dev and tests only) with the attested Recipient flow.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Listen address; loopback only. Port 0 picks a free port (printed on stderr).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// JSON key file (created on first write, mode 0600).
+    #[arg(long)]
+    key_file: PathBuf,
+    /// PEM root certificate trusted for attestation documents besides the AWS root (the dev mock NSM's
+    /// `$VETTID_DEV_DIR/mock-root.pem`).
+    #[arg(long)]
+    attestation_root: Option<PathBuf>,
+    /// PCR0 (hex) accepted from attested requests for keys without their own list; repeat for several.
+    #[arg(long = "allow-pcr0")]
+    allow_pcr0: Vec<String>,
+    /// Ignore `Recipient` and return `Plaintext`, like moto (to test the enclave's downgrade refusal).
+    #[arg(long)]
+    ignore_recipient: bool,
+    /// Refuse Decrypt, GenerateDataKey and GenerateRandom that carry no `Recipient`.
+    #[arg(long)]
+    require_recipient: bool,
+    /// Create a key with this id at start-up unless it exists; repeatable.
+    #[arg(long = "ensure-key")]
+    ensure_key: Vec<String>,
+    /// Region used in ARNs.
+    #[arg(long, default_value = vettid_local_kms::config::DEFAULT_REGION)]
+    region: String,
+    /// Account id used in ARNs.
+    #[arg(long, default_value = vettid_local_kms::config::DEFAULT_ACCOUNT)]
+    account: String,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "vettid_local_kms=info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let settings = Settings {
+        listen: Some(args.listen),
+        key_file: args.key_file,
+        attestation_root: args.attestation_root,
+        allow_pcr0: args.allow_pcr0,
+        ignore_recipient: args.ignore_recipient,
+        require_recipient: args.require_recipient,
+        ensure_keys: args.ensure_key,
+        region: Some(args.region),
+        account: Some(args.account),
+    };
+    let kms = match Config::from_settings(settings).and_then(Kms::new) {
+        Ok(kms) => kms,
+        Err(e @ StartError::Config(_)) => {
+            tracing::error!(error = %e, "invalid configuration");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(kms) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "local KMS failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(kms: Kms) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(kms.listen_addr()).await?;
+        // The tests and dev scripts parse this exact line.
+        eprintln!("listening on http://{}", listener.local_addr()?);
+        vettid_local_kms::serve(listener, Arc::new(kms), shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// SIGTERM or SIGINT, whichever comes first.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
