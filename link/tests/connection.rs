@@ -35,9 +35,7 @@ impl Handler for Echo {
                     publish: vec![],
                 }))
             }
-            Request::Storage(_) => {
-                Err(WireError::new(ErrorCode::UnknownRequest, "no storage here"))
-            }
+            _ => Err(WireError::new(ErrorCode::UnknownRequest, "not served here")),
         };
         self.now.fetch_sub(1, Ordering::SeqCst);
         out

@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 
 use crate::system::System;
 
+/// When an answer arrived, and whether it was a success (or the error code).
+type Answer = (Instant, Result<(), String>);
+
 /// A part that fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -122,7 +125,7 @@ pub async fn run(
     let mut back_at: Option<Instant> = None;
     while started.elapsed() < total {
         let i = sent_at.len();
-        let (subject, payload) = if i % 2 == 0 {
+        let (subject, payload) = if i.is_multiple_of(2) {
             ("enclave.health", json!({}))
         } else {
             (
@@ -146,7 +149,7 @@ pub async fn run(
     drop(client);
     collector.abort();
 
-    let mut answers: HashMap<usize, Vec<(Instant, Result<(), String>)>> = HashMap::new();
+    let mut answers: HashMap<usize, Vec<Answer>> = HashMap::new();
     while let Ok((id, at, ok)) = rx.try_recv() {
         answers.entry(id).or_default().push((at, ok));
     }
