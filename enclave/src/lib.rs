@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod handlers;
 pub mod keys;
+pub mod logfwd;
 pub mod processor;
 pub mod reply;
 pub mod router;

@@ -69,7 +69,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    init_tracing(&args.log_format);
+    let logs = init_tracing(&args.log_format);
     let listen: Address = match args.listen.parse() {
         Ok(a) => a,
         Err(e) => {
@@ -102,7 +102,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_OSERR);
         }
     };
-    runtime.block_on(run(config, nsm, control))
+    runtime.block_on(run(config, nsm, control, logs))
 }
 
 /// The control verifier from `--control-keys` and `--enclave-id`, reporting every error at once.
@@ -143,6 +143,7 @@ async fn run(
     config: EnclaveConfig,
     nsm: Arc<dyn vettid_nsm::Nsm>,
     control: ControlState,
+    logs: tokio::sync::mpsc::Receiver<vettid_protocol::LogEvent>,
 ) -> ExitCode {
     let state = match EnclaveState::new(config.clone(), nsm) {
         Ok(s) => Arc::new(s.with_control(control)),
@@ -175,6 +176,7 @@ async fn run(
         processor,
         link,
         config.drain_grace,
+        logs,
         shutdown_signal(),
     )
     .await;
@@ -215,17 +217,30 @@ fn open_nsm(args: &Args) -> Result<Arc<dyn vettid_nsm::Nsm>, String> {
         .map_err(|e| e.to_string())
 }
 
-fn init_tracing(format: &str) {
+/// Logs to stderr (the enclave console in production, the terminal in dev) and queues allow-listed
+/// events for the parent; returns the queue the server drains.
+fn init_tracing(format: &str) -> tokio::sync::mpsc::Receiver<vettid_protocol::LogEvent> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    let (forward, logs, _dropped) = vettid_enclave::logfwd::ForwardLayer::new();
+    let json = format == "json";
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(json.then(|| {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::stderr)
+        }))
+        .with((!json).then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+        }))
+        .with(forward)
+        .init();
+    logs
 }
 
 async fn shutdown_signal() {

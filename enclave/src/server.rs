@@ -9,14 +9,25 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use vettid_link::{Connection, LinkConfig, Listener, Stream};
+use vettid_protocol::{Event, LogEvent};
 
 use crate::processor::Processor;
 
 /// How often expired attestation keys are swept (they are also refused on use).
 const KEY_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// Live connections, for forwarding log events to the parent.
+type Live = Arc<Mutex<HashMap<u64, Connection>>>;
+
+/// Ids for [`Live`] entries.
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
 /// Pause after a failed accept (e.g. EMFILE) so a persistent error does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -26,9 +37,11 @@ pub async fn serve(
     processor: Arc<Processor>,
     link: LinkConfig,
     grace: Duration,
+    mut logs: mpsc::Receiver<LogEvent>,
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let live: Live = Arc::default();
     let mut conns = JoinSet::new();
     let mut sweep = tokio::time::interval(KEY_SWEEP_INTERVAL);
     tokio::pin!(shutdown);
@@ -38,7 +51,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     tracing::info!(%peer, "parent connected");
-                    conns.spawn(connection(stream, peer, processor.clone(), link.clone(), stop_rx.clone()));
+                    conns.spawn(connection(stream, peer, processor.clone(), link.clone(), stop_rx.clone(), live.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -50,6 +63,11 @@ pub async fn serve(
                 tracing::debug!(left, "attestation keys swept");
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(event) = logs.recv() => {
+                for conn in live.lock().unwrap_or_else(|p| p.into_inner()).values() {
+                    conn.send_event(Event::Log(event.clone()));
+                }
+            }
         }
     }
     drop(listener);
@@ -76,6 +94,7 @@ async fn connection(
     processor: Arc<Processor>,
     link: LinkConfig,
     mut stop: watch::Receiver<bool>,
+    live: Live,
 ) {
     let (conn, task) = match Connection::establish(stream, link, processor).await {
         Ok(pair) => pair,
@@ -84,6 +103,10 @@ async fn connection(
             return;
         }
     };
+    let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    live.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, conn.clone());
     tracing::info!(%peer, software = %conn.peer_hello().software, "link up");
     tokio::pin!(task);
     let reason = tokio::select! {
@@ -93,5 +116,6 @@ async fn connection(
             task.await
         }
     };
+    live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     tracing::info!(%peer, %reason, "link down");
 }

@@ -134,8 +134,10 @@ async fn next_answer(s: &mut UnixStream, buf: &mut BytesMut) -> Option<Frame> {
             .await
             .expect("bounded")
         {
+            // Heartbeats, the hello and forwarded enclave log events are not answers.
             Ok(Some(Decoded::Frame(Frame::Heartbeat(_))))
-            | Ok(Some(Decoded::Frame(Frame::Hello(_)))) => continue,
+            | Ok(Some(Decoded::Frame(Frame::Hello(_))))
+            | Ok(Some(Decoded::Frame(Frame::Event(_)))) => continue,
             Ok(Some(Decoded::Frame(f))) => return Some(f),
             Ok(Some(other)) => panic!("{other:?}"),
             Ok(None) | Err(_) => return None,

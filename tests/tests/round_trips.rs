@@ -282,3 +282,25 @@ async fn operator_cli_reports_health_and_attests() {
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("verification failed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enclave_log_events_reach_the_parents_log_with_allow_listed_fields_only() {
+    let sys = System::start(SystemOptions::default());
+    let deadline = Instant::now() + LIMIT;
+    let line = loop {
+        let log = sys.parent.as_ref().unwrap().log();
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.contains("link up") && l.contains("enclave=true"))
+        {
+            break l.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no forwarded enclave event in the parent log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(line.contains("vettid_enclave::server"), "{line}");
+    assert!(line.contains("peer="), "allow-listed field kept: {line}");
+}
