@@ -185,7 +185,6 @@ pub async fn run(
                         row.recovery = Some(row.recovery.map_or(r, |old| old.min(r)));
                     }
                 }
-                let _ = deadline;
             }
         }
     }
