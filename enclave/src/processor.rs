@@ -169,7 +169,7 @@ impl Handler for Processor {
             Request::Attest { nonce } => self.attest_for_parent(nonce).await,
             Request::SetPcrManifest { manifest } => self.set_pcr_manifest(&manifest),
             // Storage flows enclave → parent only; a parent asking is confused or hostile.
-            Request::Storage(_) => Err(WireError::new(
+            Request::Storage(_) | Request::AwsCredentials => Err(WireError::new(
                 ErrorCode::UnknownRequest,
                 "the enclave does not serve storage",
             )),

@@ -235,6 +235,11 @@ impl Handler for ParentHandler {
                     "the parent does not serve this request",
                 ))
             }
+            // Served once the KMS tunnel lands; until then the enclave is told plainly.
+            Request::AwsCredentials => Err(WireError::new(
+                ErrorCode::Unavailable,
+                "no AWS credentials configured",
+            )),
             Request::Storage(req) => self
                 .storage
                 .serve(req, Some(ctx.deadline))

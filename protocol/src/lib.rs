@@ -22,8 +22,8 @@ pub use codec::{Decoded, FrameCodec, DEFAULT_MAX_FRAME_LEN, LENGTH_PREFIX_LEN, M
 pub use error::{CodecError, ErrorCode, WireError};
 pub use frame::{Frame, FrameKind, Heartbeat, Hello, RequestId, Role};
 pub use message::{
-    Event, ListedObject, LogEvent, LogLevel, NatsMessage, NatsReply, Publication, PutCondition,
-    Request, Response, StorageRequest, StorageResponse,
+    AwsCredentials, Event, ListedObject, LogEvent, LogLevel, NatsMessage, NatsReply, Publication,
+    PutCondition, Request, Response, StorageRequest, StorageResponse,
 };
 
 /// Version of the frame format and message set. Peers with a different major version refuse

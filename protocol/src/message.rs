@@ -31,13 +31,24 @@ pub enum Request {
         /// Manifest JSON bytes, as signed.
         manifest: Bytes,
     },
+    /// Enclave → parent: the AWS credentials the enclave signs its own KMS calls with
+    /// (capability `aws_credentials`). They are the parent's instance-role credentials, so the
+    /// parent learns nothing new; what it cannot do is read the KMS replies, which are encrypted
+    /// to a key that never leaves the enclave.
+    AwsCredentials,
 }
 
 impl Request {
     /// Wire names of every request type this build knows, to tell "unknown type" from
     /// "malformed body" when decoding fails.
-    pub const NAMES: &'static [&'static str] =
-        &["nats", "ping", "storage", "attest", "set_pcr_manifest"];
+    pub const NAMES: &'static [&'static str] = &[
+        "nats",
+        "ping",
+        "storage",
+        "attest",
+        "set_pcr_manifest",
+        "aws_credentials",
+    ];
 
     /// Short name for logs and metrics.
     pub fn name(&self) -> &'static str {
@@ -47,6 +58,7 @@ impl Request {
             Request::Storage(_) => "storage",
             Request::Attest { .. } => "attest",
             Request::SetPcrManifest { .. } => "set_pcr_manifest",
+            Request::AwsCredentials => "aws_credentials",
         }
     }
 }
@@ -68,6 +80,36 @@ pub enum Response {
     },
     /// A request that needs no data back was carried out.
     Done,
+    /// Answer to [`Request::AwsCredentials`].
+    AwsCredentials(AwsCredentials),
+}
+
+/// Temporary AWS credentials (instance role in production, static in dev).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsCredentials {
+    /// `AKIA…` / `ASIA…`.
+    pub access_key_id: String,
+    /// The secret key.
+    pub secret_access_key: String,
+    /// STS session token, for temporary credentials.
+    pub session_token: Option<String>,
+    /// When they expire, as Unix milliseconds; `None` for long-lived (dev) credentials.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Never prints the secret or the token.
+impl std::fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
 }
 
 /// An object-store operation the enclave asks the parent to perform. Keys are chosen by the
