@@ -9,23 +9,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use vettid_link::{Connection, LinkConfig, Listener, Stream};
 use vettid_protocol::{Event, LogEvent};
 
+use crate::parent::ParentLink;
 use crate::processor::Processor;
 
 /// How often expired attestation keys are swept (they are also refused on use).
 const KEY_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
-/// Live connections, for forwarding log events to the parent.
-type Live = Arc<Mutex<HashMap<u64, Connection>>>;
-
-/// Ids for [`Live`] entries.
+/// Ids for [`ParentLink`] entries.
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// Pause after a failed accept (e.g. EMFILE) so a persistent error does not spin.
@@ -41,7 +37,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let live: Live = Arc::default();
+    let live: ParentLink = processor.state().parent.clone();
     let mut conns = JoinSet::new();
     let mut sweep = tokio::time::interval(KEY_SWEEP_INTERVAL);
     tokio::pin!(shutdown);
@@ -64,7 +60,7 @@ pub async fn serve(
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             Some(event) = logs.recv() => {
-                for conn in live.lock().unwrap_or_else(|p| p.into_inner()).values() {
+                for conn in live.all() {
                     conn.send_event(Event::Log(event.clone()));
                 }
             }
@@ -94,7 +90,7 @@ async fn connection(
     processor: Arc<Processor>,
     link: LinkConfig,
     mut stop: watch::Receiver<bool>,
-    live: Live,
+    live: ParentLink,
 ) {
     let (conn, task) = match Connection::establish(stream, link, processor).await {
         Ok(pair) => pair,
@@ -104,9 +100,7 @@ async fn connection(
         }
     };
     let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-    live.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, conn.clone());
+    live.insert(id, conn.clone());
     tracing::info!(%peer, software = %conn.peer_hello().software, "link up");
     tokio::pin!(task);
     let reason = tokio::select! {
@@ -116,6 +110,6 @@ async fn connection(
             task.await
         }
     };
-    live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    live.remove(id);
     tracing::info!(%peer, %reason, "link down");
 }

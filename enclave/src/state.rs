@@ -9,6 +9,8 @@ use vettid_nsm::{Description, Nsm};
 use crate::config::EnclaveConfig;
 use crate::control::ControlState;
 use crate::keys::KeyStore;
+use crate::parent::ParentLink;
+use crate::sealing::Sealer;
 
 /// Shared enclave state. Cheap to clone behind an `Arc`.
 pub struct EnclaveState {
@@ -30,6 +32,11 @@ pub struct EnclaveState {
     /// The signed PCR manifest the parent was configured with, passed to apps as
     /// `expected_pcrs`. Untrusted: apps check its signature.
     pcr_manifest: RwLock<Option<Arc<serde_json::Value>>>,
+    /// The live parent connection(s), for requests the enclave originates.
+    pub parent: ParentLink,
+    /// Creates and recovers vault material (KMS with an attested Recipient in production);
+    /// `None` until configured, and then every vault operation answers `KMSNotConfigured`.
+    pub sealer: Option<Arc<dyn Sealer>>,
 }
 
 /// Largest PCR manifest accepted from the parent.
@@ -51,12 +58,20 @@ impl EnclaveState {
             stats: RequestStats::default(),
             control: ControlState::disabled(),
             pcr_manifest: RwLock::new(None),
+            parent: ParentLink::default(),
+            sealer: None,
         })
     }
 
     /// Sets the control-command state (keys from `--control-keys`, this enclave's id).
     pub fn with_control(mut self, control: ControlState) -> Self {
         self.control = control;
+        self
+    }
+
+    /// Sets the sealer the vault uses (the KMS client in production).
+    pub fn with_sealer(mut self, sealer: Arc<dyn Sealer>) -> Self {
+        self.sealer = Some(sealer);
         self
     }
 
