@@ -20,8 +20,6 @@ pub struct EnclaveConfig {
     /// Most attestation keys held at once, so a flood of attestation requests cannot grow memory
     /// without bound. At the cap, expired keys are dropped first, then the request is refused.
     pub max_attestation_keys: usize,
-    /// Vault contexts the enclave will hold in memory (reported as `total_vaults`).
-    pub max_vaults: usize,
     /// How long in-flight requests may run after SIGTERM.
     pub drain_grace: Duration,
 }
@@ -35,7 +33,6 @@ impl EnclaveConfig {
             max_frame_len: vettid_protocol::DEFAULT_MAX_FRAME_LEN,
             attestation_key_ttl: Duration::from_secs(300),
             max_attestation_keys: 100_000,
-            max_vaults: 160,
             drain_grace: Duration::from_secs(10),
         }
     }

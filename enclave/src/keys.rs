@@ -30,6 +30,15 @@ pub enum KeyError {
     Generate,
 }
 
+/// Why [`KeyStore::take_opening`] found nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeError {
+    /// The owner has no live key (never attested, or the key expired or was used).
+    NoKey,
+    /// The owner has live keys, but none opened the payload.
+    NoneOpened,
+}
+
 struct Entry {
     key: PrivateKey,
     owner: Option<String>,
@@ -97,6 +106,41 @@ impl KeyStore {
             return None;
         }
         entries.remove(public).map(|e| e.key)
+    }
+
+    /// Finds the live key of `owner` that `open` accepts, removes it and returns what `open`
+    /// produced. v1 apps do not say which attestation key they encrypted to, so each of the
+    /// owner's live keys is tried (the AEAD tag tells); only the key that opened is consumed.
+    ///
+    /// # Errors
+    /// [`TakeError::NoKey`] if `owner` has no live key, [`TakeError::NoneOpened`] if none opened.
+    pub fn take_opening<T>(
+        &self,
+        owner: &str,
+        open: impl Fn(&PrivateKey) -> Option<T>,
+    ) -> Result<T, TakeError> {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        let mut found_any = false;
+        let mut hit = None;
+        for (public, entry) in entries.iter() {
+            if entry.expires <= now || entry.owner.as_deref() != Some(owner) {
+                continue;
+            }
+            found_any = true;
+            if let Some(value) = open(&entry.key) {
+                hit = Some((*public, value));
+                break;
+            }
+        }
+        match hit {
+            Some((public, value)) => {
+                entries.remove(&public);
+                Ok(value)
+            }
+            None if found_any => Err(TakeError::NoneOpened),
+            None => Err(TakeError::NoKey),
+        }
     }
 
     /// Removes every key minted for `owner` (a control `vault.reset`); returns how many.

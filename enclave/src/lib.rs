@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod handlers;
 pub mod keys;
+pub mod kms;
 pub mod logfwd;
 pub mod parent;
 pub mod processor;
@@ -26,6 +27,7 @@ pub mod sealing;
 pub mod server;
 pub mod state;
 pub mod sysinfo;
+pub mod vault;
 
 pub use config::EnclaveConfig;
 pub use processor::Processor;

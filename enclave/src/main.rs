@@ -43,6 +43,9 @@ struct Args {
     /// Default: `dev-{hostname}`, the parent's own dev default.
     #[arg(long)]
     enclave_id: Option<String>,
+    /// Vault settings (PIN policy, cache, Argon2 concurrency).
+    #[command(flatten)]
+    vault: vettid_enclave::vault::args::VaultArgs,
     /// Print build facts (version, whether the mock NSM is compiled in) as JSON and exit.
     #[arg(long)]
     build_info: bool,
@@ -86,6 +89,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    let vault = match args.vault.config() {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid vault configuration");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     let nsm = match open_nsm(&args) {
         Ok(nsm) => nsm,
         Err(e) => {
@@ -102,7 +112,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_OSERR);
         }
     };
-    runtime.block_on(run(config, nsm, control, logs))
+    runtime.block_on(run(config, vault, nsm, control, logs))
 }
 
 /// The control verifier from `--control-keys` and `--enclave-id`, reporting every error at once.
@@ -141,12 +151,13 @@ fn control_state(args: &Args) -> Result<ControlState, Vec<String>> {
 
 async fn run(
     config: EnclaveConfig,
+    vault: vettid_enclave::vault::VaultConfig,
     nsm: Arc<dyn vettid_nsm::Nsm>,
     control: ControlState,
     logs: tokio::sync::mpsc::Receiver<vettid_protocol::LogEvent>,
 ) -> ExitCode {
     let state = match EnclaveState::new(config.clone(), nsm) {
-        Ok(s) => Arc::new(s.with_control(control)),
+        Ok(s) => Arc::new(s.with_control(control).with_vault_config(vault)),
         Err(e) => {
             tracing::error!(error = %e, "the NSM cannot describe itself");
             return ExitCode::from(EX_UNAVAILABLE);
@@ -162,7 +173,7 @@ async fn run(
     let mut link = LinkConfig::new(Role::Enclave);
     link.max_concurrent_serve = config.max_concurrent_requests;
     link.max_frame_len = config.max_frame_len;
-    link.capabilities = vec!["nats".into()];
+    link.capabilities = vec!["nats".into(), "vault".into()];
     tracing::info!(
         listen = %config.listen,
         version = vettid_enclave::VERSION,

@@ -97,8 +97,9 @@ impl Processor {
                 "attestation" => handlers::attestation::handle(&self.state, Some(owner), &request?)
                     .await
                     .map(Body::from),
-                _ => Err(ClientError::NotSupported),
+                _ => crate::vault::dispatch(&self.state, owner, op, &request?).await,
             },
+            Route::UnsignedReset => Err(ClientError::UnsignedReset),
             // Parsed again strictly from the raw bytes: duplicate keys must be refused, not resolved.
             Route::Control { scope, command } => {
                 control::handle(&self.state, scope, command, payload).await

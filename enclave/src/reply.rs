@@ -77,6 +77,90 @@ pub enum ClientError {
     /// A `drain` command was accepted: new vault work goes to another enclave.
     #[error("enclave is draining, retry on another host")]
     Draining,
+    /// A required payload field is missing or has the wrong type or encoding.
+    #[error("missing or invalid field: {0}")]
+    BadField(&'static str),
+    /// `pin` with a `type` that is not `pin.setup`, `pin.unlock` or `pin.change`.
+    #[error("unknown pin operation")]
+    UnknownPinOp,
+    /// `pin.setup` without a live attestation key for this user.
+    #[error("attestation key required - did attestation complete?")]
+    AttestationKeyRequired,
+    /// An app envelope did not decrypt (wrong key, tampered, or not for this vault).
+    #[error("decryption failed")]
+    DecryptionFailed,
+    /// The decrypted payload is not the JSON object expected.
+    #[error("invalid encrypted payload")]
+    BadPlaintext,
+    /// PIN is not 4-8 ASCII digits.
+    #[error("PIN must be 4-8 digits")]
+    InvalidPinFormat,
+    /// `pin.setup` on a vault that is already enrolled (G5).
+    #[error("vault already enrolled")]
+    AlreadyEnrolled,
+    /// No vault exists for this user.
+    #[error("vault not enrolled")]
+    NotEnrolled,
+    /// The vault is locked (cold, or idle too long): `pin.unlock` first.
+    #[error("vault is locked")]
+    VaultLocked,
+    /// Wrong PIN; `attempts_remaining` before lockout.
+    #[error("invalid PIN")]
+    InvalidPin {
+        /// Attempts left before lockout.
+        attempts_remaining: u32,
+    },
+    /// Too many recent failures: no PIN is evaluated before `retry_after_seconds`.
+    #[error("too many PIN attempts, retry later")]
+    PinBackoff {
+        /// Seconds until the next attempt is evaluated.
+        retry_after_seconds: u64,
+    },
+    /// The attempt limit was reached: only a signed `vault.reset` clears the vault.
+    #[error("vault locked out after too many PIN attempts")]
+    LockedOut,
+    /// Unknown or already used UTK (single use, G3).
+    #[error("unknown or already used UTK")]
+    UtkInvalid,
+    /// `credential.create` when a credential exists.
+    #[error("credential already exists")]
+    CredentialExists,
+    /// A credential operation without a credential.
+    #[error("no credential")]
+    NoCredential,
+    /// The password hash is not an acceptable Argon2id PHC string.
+    #[error("invalid password hash")]
+    InvalidPasswordHash,
+    /// The presented password hash does not match the stored one.
+    #[error("password hash mismatch")]
+    PasswordMismatch,
+    /// No secret with that id.
+    #[error("secret not found")]
+    SecretNotFound,
+    /// The vault is at its secrets limit.
+    #[error("too many secrets")]
+    TooManySecrets,
+    /// The vault changed on another host since this enclave read it: retry.
+    #[error("vault changed on another host, retry")]
+    StorageConflict,
+    /// Vault storage is unavailable; nothing was changed.
+    #[error("vault storage unavailable, nothing was changed")]
+    StorageUnavailable,
+    /// The stored vault is older than one this enclave has seen (a replayed object).
+    #[error("stored vault is stale (rollback refused)")]
+    StaleVault,
+    /// The stored vault failed authentication or parsing.
+    #[error("stored vault is corrupt")]
+    CorruptVault,
+    /// KMS refused or failed; the code names the KMS condition.
+    #[error("{0}")]
+    Kms(crate::sealing::SealError),
+    /// Unsigned `enclave.vault.reset` (G6): only a signed control command may reset a vault.
+    #[error("unsigned vault reset refused; use a signed Control.user.{{guid}}.vault.reset")]
+    UnsignedReset,
+    /// An internal failure (random source, serialisation). Nothing was changed.
+    #[error("internal error")]
+    Internal,
 }
 
 impl ClientError {
@@ -95,6 +179,47 @@ impl ClientError {
             ClientError::AttestationFailed => "attestation_failed",
             ClientError::ControlRejected(_) => "control_rejected",
             ClientError::Draining => "draining",
+            ClientError::BadField(_) => "bad_field",
+            ClientError::UnknownPinOp => "unknown_pin_op",
+            ClientError::AttestationKeyRequired => "attestation_key_required",
+            ClientError::DecryptionFailed => "decryption_failed",
+            ClientError::BadPlaintext => "bad_plaintext",
+            ClientError::InvalidPinFormat => "invalid_pin_format",
+            ClientError::AlreadyEnrolled => "already_enrolled",
+            ClientError::NotEnrolled => "not_enrolled",
+            ClientError::VaultLocked => "vault_locked",
+            ClientError::InvalidPin { .. } => "invalid_pin",
+            ClientError::PinBackoff { .. } => "pin_backoff",
+            ClientError::LockedOut => "locked_out",
+            ClientError::UtkInvalid => "utk_invalid",
+            ClientError::CredentialExists => "credential_exists",
+            ClientError::NoCredential => "no_credential",
+            ClientError::InvalidPasswordHash => "invalid_password_hash",
+            ClientError::PasswordMismatch => "password_mismatch",
+            ClientError::SecretNotFound => "secret_not_found",
+            ClientError::TooManySecrets => "too_many_secrets",
+            ClientError::StorageConflict => "storage_conflict",
+            ClientError::StorageUnavailable => "storage_unavailable",
+            ClientError::StaleVault => "stale_vault",
+            ClientError::CorruptVault => "corrupt_vault",
+            ClientError::Kms(e) => e.code(),
+            ClientError::UnsignedReset => "unsigned_reset_refused",
+            ClientError::Internal => "internal",
+        }
+    }
+
+    /// Extra reply fields some errors carry.
+    fn extras(self, body: &mut Map<String, Value>) {
+        match self {
+            ClientError::InvalidPin { attempts_remaining } => {
+                body.insert("attempts_remaining".into(), attempts_remaining.into());
+            }
+            ClientError::PinBackoff {
+                retry_after_seconds,
+            } => {
+                body.insert("retry_after_seconds".into(), retry_after_seconds.into());
+            }
+            _ => {}
         }
     }
 }
@@ -156,6 +281,7 @@ pub fn error(err: ClientError, ctx: &ReplyCtx) -> Bytes {
     body.insert("type".into(), "error".into());
     body.insert("error".into(), err.to_string().into());
     body.insert("code".into(), err.code().into());
+    err.extras(&mut body);
     decorate(&mut body, ctx);
     to_bytes(body)
 }

@@ -66,6 +66,9 @@ pub enum Route {
         /// The command token(s) from the subject, e.g. `vault.reset`.
         command: String,
     },
+    /// `enclave.vault.reset`: VettID's unsigned reset (G6), always refused with a pointer to the
+    /// signed `Control.user.{guid}.vault.reset`.
+    UnsignedReset,
     /// `enclave.dev.sleep`: dev builds only, to show that requests overlap.
     DevSleep,
     /// A subject with a bad owner-space token.
@@ -94,6 +97,7 @@ pub fn route(subject: &str) -> Route {
         (Some("enclave"), Some("health"), Some("check"), None) => Route::Health,
         (Some("enclave"), Some("attestation"), Some("request"), None) => Route::LambdaAttestation,
         (Some("enclave"), Some("dev"), Some("sleep"), None) => Route::DevSleep,
+        (Some("enclave"), Some("vault"), Some("reset"), None) => Route::UnsignedReset,
         (Some("OwnerSpace"), Some(guid), Some("forVault"), Some(op)) if valid_op(op) => {
             match OwnerSpace::parse(guid) {
                 Some(owner) => Route::Vault {
@@ -179,7 +183,7 @@ mod tests {
             Route::LambdaAttestation
         );
         assert_eq!(route("enclave.health.check.extra"), Route::Unknown);
-        assert_eq!(route("enclave.vault.reset"), Route::Unknown);
+        assert_eq!(route("enclave.vault.reset"), Route::UnsignedReset);
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl SealContext {
 }
 
 /// Why sealing or unsealing failed. The codes are what operators grep for (DR runbook §3.4).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SealError {
     /// KMS refused: the key policy does not allow this enclave (its PCR0 is not listed, or the
@@ -145,7 +145,7 @@ pub mod test_sealer {
 
     impl TestSealer {
         fn check(&self) -> Result<(), SealError> {
-            match self.fail.lock().unwrap().clone() {
+            match *self.fail.lock().unwrap() {
                 Some(e) => Err(e),
                 None => Ok(()),
             }

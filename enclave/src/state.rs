@@ -11,6 +11,8 @@ use crate::control::ControlState;
 use crate::keys::KeyStore;
 use crate::parent::ParentLink;
 use crate::sealing::Sealer;
+use crate::vault::store::VaultStore;
+use crate::vault::{VaultConfig, Vaults};
 
 /// Shared enclave state. Cheap to clone behind an `Arc`.
 pub struct EnclaveState {
@@ -37,6 +39,8 @@ pub struct EnclaveState {
     /// Creates and recovers vault material (KMS with an attested Recipient in production);
     /// `None` until configured, and then every vault operation answers `KMSNotConfigured`.
     pub sealer: Option<Arc<dyn Sealer>>,
+    /// The users' vaults.
+    pub vaults: Vaults,
 }
 
 /// Largest PCR manifest accepted from the parent.
@@ -49,6 +53,7 @@ impl EnclaveState {
     /// The NSM's error when it cannot describe itself.
     pub fn new(config: EnclaveConfig, nsm: Arc<dyn Nsm>) -> Result<Self, vettid_nsm::NsmError> {
         let nsm_description = nsm.describe()?;
+        let parent = ParentLink::default();
         Ok(Self {
             keys: KeyStore::new(config.attestation_key_ttl, config.max_attestation_keys),
             config,
@@ -58,7 +63,11 @@ impl EnclaveState {
             stats: RequestStats::default(),
             control: ControlState::disabled(),
             pcr_manifest: RwLock::new(None),
-            parent: ParentLink::default(),
+            vaults: Vaults::new(
+                VaultConfig::default(),
+                VaultStore::new(parent.clone(), VaultConfig::default().storage_timeout),
+            ),
+            parent,
             sealer: None,
         })
     }
@@ -66,6 +75,13 @@ impl EnclaveState {
     /// Sets the control-command state (keys from `--control-keys`, this enclave's id).
     pub fn with_control(mut self, control: ControlState) -> Self {
         self.control = control;
+        self
+    }
+
+    /// Replaces the vault settings (before any request is served).
+    pub fn with_vault_config(mut self, config: VaultConfig) -> Self {
+        let store = VaultStore::new(self.parent.clone(), config.storage_timeout);
+        self.vaults = Vaults::new(config, store);
         self
     }
 

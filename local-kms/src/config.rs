@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use base64::Engine;
 
 use crate::error::StartError;
+use crate::tls::TlsSource;
 
 /// Default AWS region in ARNs (what the tests and dev scripts configure the SDK with).
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -34,6 +35,15 @@ pub struct Settings {
     pub region: Option<String>,
     /// Account id in ARNs.
     pub account: Option<String>,
+    /// PEM certificate chain to serve HTTPS with (needs `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Directory of a dev CA (`ca.pem`, `ca.key`; created if absent) that issues the server certificate for
+    /// `tls_hostname` at start-up (needs `tls_hostname`).
+    pub tls_self_signed: Option<PathBuf>,
+    /// Host name the self-signed server certificate is for (what the enclave's endpoint URL names).
+    pub tls_hostname: Option<String>,
 }
 
 /// The validated configuration.
@@ -57,6 +67,8 @@ pub struct Config {
     pub region: String,
     /// Account id in ARNs.
     pub account: String,
+    /// HTTPS, when configured; plain HTTP otherwise.
+    pub tls: Option<TlsSource>,
 }
 
 impl Config {
@@ -104,6 +116,7 @@ impl Config {
         if settings.key_file.as_os_str().is_empty() {
             errors.push("--key-file is required".into());
         }
+        let tls = tls_source(&settings, &mut errors);
         if !errors.is_empty() {
             return Err(StartError::Config(errors));
         }
@@ -117,7 +130,71 @@ impl Config {
             ensure_keys: settings.ensure_keys,
             region: settings.region.unwrap_or_else(|| DEFAULT_REGION.into()),
             account: settings.account.unwrap_or_else(|| DEFAULT_ACCOUNT.into()),
+            tls,
         })
+    }
+}
+
+/// The TLS flags as one source: `--tls-cert` with `--tls-key`, or `--tls-self-signed` with `--tls-hostname`,
+/// or none of them.
+fn tls_source(settings: &Settings, errors: &mut Vec<String>) -> Option<TlsSource> {
+    let files = (settings.tls_cert.clone(), settings.tls_key.clone());
+    let dev = (
+        settings.tls_self_signed.clone(),
+        settings.tls_hostname.clone(),
+    );
+    let any_files = files.0.is_some() || files.1.is_some();
+    let any_dev = dev.0.is_some() || dev.1.is_some();
+    if any_files && any_dev {
+        errors.push(
+            "--tls-cert/--tls-key and --tls-self-signed/--tls-hostname exclude each other".into(),
+        );
+        return None;
+    }
+    match (files, dev) {
+        ((Some(cert), Some(key)), _) => Some(TlsSource::Files { cert, key }),
+        (_, (Some(dir), Some(hostname))) => {
+            if let Err(e) = check_hostname(&hostname) {
+                errors.push(format!("--tls-hostname {hostname:?}: {e}"));
+                return None;
+            }
+            Some(TlsSource::SelfSigned { dir, hostname })
+        }
+        ((None, None), (None, None)) => None,
+        ((Some(_), None), _) => {
+            errors.push("--tls-cert needs --tls-key".into());
+            None
+        }
+        ((None, Some(_)), _) => {
+            errors.push("--tls-key needs --tls-cert".into());
+            None
+        }
+        (_, (Some(_), None)) => {
+            errors.push("--tls-self-signed needs --tls-hostname".into());
+            None
+        }
+        (_, (None, Some(_))) => {
+            errors.push("--tls-hostname needs --tls-self-signed".into());
+            None
+        }
+    }
+}
+
+/// A DNS name for the self-signed certificate: labels of `[A-Za-z0-9-]`, dot-separated.
+fn check_hostname(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err("not a DNS host name".into())
     }
 }
 
@@ -177,6 +254,47 @@ mod tests {
             panic!("expected a config error");
         };
         assert_eq!(errors.len(), 7, "{errors:#?}");
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs() {
+        let with = |f: fn(&mut Settings)| {
+            let mut settings = Settings {
+                key_file: "/tmp/k.json".into(),
+                ..Settings::default()
+            };
+            f(&mut settings);
+            Config::from_settings(settings)
+        };
+        assert!(with(|_| {}).unwrap().tls.is_none());
+        assert!(with(|s| s.tls_cert = Some("c.pem".into())).is_err());
+        assert!(with(|s| s.tls_key = Some("k.pem".into())).is_err());
+        assert!(with(|s| s.tls_self_signed = Some("/tmp/d".into())).is_err());
+        assert!(with(|s| s.tls_hostname = Some("kms.vettid.test".into())).is_err());
+        assert!(with(|s| {
+            s.tls_self_signed = Some("/tmp/d".into());
+            s.tls_hostname = Some("bad name".into());
+        })
+        .is_err());
+        assert!(with(|s| {
+            s.tls_cert = Some("c.pem".into());
+            s.tls_key = Some("k.pem".into());
+            s.tls_self_signed = Some("/tmp/d".into());
+            s.tls_hostname = Some("kms.vettid.test".into());
+        })
+        .is_err());
+        let dev = with(|s| {
+            s.tls_self_signed = Some("/tmp/d".into());
+            s.tls_hostname = Some("kms.vettid.test".into());
+        })
+        .unwrap();
+        assert_eq!(
+            dev.tls,
+            Some(TlsSource::SelfSigned {
+                dir: "/tmp/d".into(),
+                hostname: "kms.vettid.test".into()
+            })
+        );
     }
 
     #[test]

@@ -94,4 +94,7 @@ pub enum StartError {
     /// A configuration value is invalid; every problem found is listed.
     #[error("invalid configuration: {}", .0.join("; "))]
     Config(Vec<String>),
+    /// The TLS certificate or key cannot be read, made or used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }

@@ -9,6 +9,9 @@
 //! EnvelopedData in KMS's exact BER shape, from `vettid-recipient`), never as `Plaintext`. `--ignore-recipient`
 //! turns that off to imitate moto, so the enclave's downgrade refusal can be tested.
 //!
+//! HTTPS is optional (`tls`): with a certificate for the endpoint's host name, the enclave's KMS client is
+//! tested exactly as it talks to AWS, TLS verified inside the enclave, through the parent's byte tunnel.
+//!
 //! What it must never do: listen on anything but loopback (there is no authentication: SigV4 signatures are
 //! accepted unchecked), run in production (it is not a KMS: keys sit in a file), return a plaintext next to a
 //! `CiphertextForRecipient`, or accept an attestation document it could not verify.
@@ -20,8 +23,10 @@ pub mod kms;
 mod ops;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 pub use config::{Config, Settings};
 pub use error::{KmsError, StartError};
 pub use kms::Kms;
-pub use server::serve;
+pub use server::{serve, serve_tls};
+pub use tls::TlsSource;

@@ -43,6 +43,19 @@ struct Args {
     /// Account id used in ARNs.
     #[arg(long, default_value = vettid_local_kms::config::DEFAULT_ACCOUNT)]
     account: String,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a certificate for --tls-hostname issued by a dev CA kept in this directory
+    /// (`ca.pem`, `ca.key`; created on first use). Give the enclave `--kms-ca-file DIR/ca.pem`.
+    #[arg(long, value_name = "DIR")]
+    tls_self_signed: Option<PathBuf>,
+    /// Host name for the --tls-self-signed certificate (e.g. kms.vettid.test).
+    #[arg(long, value_name = "NAME")]
+    tls_hostname: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -65,9 +78,21 @@ fn main() -> ExitCode {
         ensure_keys: args.ensure_key,
         region: Some(args.region),
         account: Some(args.account),
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        tls_self_signed: args.tls_self_signed,
+        tls_hostname: args.tls_hostname,
     };
-    let kms = match Config::from_settings(settings).and_then(Kms::new) {
-        Ok(kms) => kms,
+    let started = Config::from_settings(settings).and_then(|config| {
+        let tls = config
+            .tls
+            .as_ref()
+            .map(vettid_local_kms::tls::server_config)
+            .transpose()?;
+        Ok((Kms::new(config)?, tls))
+    });
+    let (kms, tls) = match started {
+        Ok(started) => started,
         Err(e @ StartError::Config(_)) => {
             tracing::error!(error = %e, "invalid configuration");
             return ExitCode::from(EXIT_USAGE);
@@ -77,7 +102,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(kms) {
+    match run(kms, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "local KMS failed");
@@ -86,7 +111,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(kms: Kms) -> anyhow::Result<()> {
+fn run(kms: Kms, tls: Option<Arc<rustls::ServerConfig>>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -94,8 +119,9 @@ fn run(kms: Kms) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(kms.listen_addr()).await?;
         // The tests and dev scripts parse this exact line.
-        eprintln!("listening on http://{}", listener.local_addr()?);
-        vettid_local_kms::serve(listener, Arc::new(kms), shutdown_signal()).await;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        eprintln!("listening on {scheme}://{}", listener.local_addr()?);
+        vettid_local_kms::serve_tls(listener, Arc::new(kms), tls, shutdown_signal()).await;
         Ok(())
     })
 }

@@ -1,5 +1,8 @@
 //! The HTTP side: one POST endpoint speaking the KMS JSON 1.1 protocol, bounded, with graceful shutdown.
 //!
+//! With TLS (`serve_tls`), each connection first completes a handshake within [`READ_TIMEOUT`]; a client that
+//! fails it (untrusted certificate, plain HTTP to the TLS port) is logged and dropped.
+//!
 //! Shutdown order: stop accepting (the listener is dropped), ask every connection to finish its request in
 //! flight and close (hyper's `graceful_shutdown`, which closes idle keep-alive connections at once), wait up
 //! to [`SHUTDOWN_GRACE`], then abort whatever is left and say so in the log.
@@ -15,9 +18,12 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
 
 use crate::error::KmsError;
 use crate::kms::Kms;
@@ -35,8 +41,20 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The protocol's content type.
 pub const CONTENT_TYPE_JSON: &str = "application/x-amz-json-1.1";
 
-/// Serves `listener` until `shutdown` resolves, then drains (see the module docs).
+/// Serves plain HTTP on `listener` until `shutdown` resolves, then drains (see the module docs).
 pub async fn serve(listener: TcpListener, kms: Arc<Kms>, shutdown: impl Future<Output = ()>) {
+    serve_tls(listener, kms, None, shutdown).await;
+}
+
+/// Serves `listener` (HTTPS when `tls` is given, plain HTTP otherwise) until `shutdown` resolves, then
+/// drains (see the module docs).
+pub async fn serve_tls(
+    listener: TcpListener,
+    kms: Arc<Kms>,
+    tls: Option<Arc<ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = tls.map(TlsAcceptor::from);
     let (stop_tx, stop_rx) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns = JoinSet::new();
@@ -58,23 +76,18 @@ pub async fn serve(listener: TcpListener, kms: Arc<Kms>, shutdown: impl Future<O
                     continue;
                 };
                 let kms = kms.clone();
-                let mut stop = stop_rx.clone();
+                let stop = stop_rx.clone();
+                let acceptor = acceptor.clone();
                 conns.spawn(async move {
                     let _slot = slot;
-                    let service = hyper::service::service_fn(move |req| {
-                        let kms = kms.clone();
-                        async move { Ok::<_, Infallible>(respond(kms, req).await) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(READ_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = stop.changed() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
+                    match acceptor {
+                        None => serve_connection(stream, kms, stop).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(READ_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => serve_connection(tls, kms, stop).await,
+                                Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::info!("TLS handshake timed out"),
+                            }
                         }
                     }
                 });
@@ -93,6 +106,29 @@ pub async fn serve(listener: TcpListener, kms: Arc<Kms>, shutdown: impl Future<O
         conns.shutdown().await;
     }
     tracing::info!(in_flight, "local KMS stopped");
+}
+
+/// Serves HTTP/1.1 on one connection until it closes, or finishes the request in flight once `stop` changes.
+async fn serve_connection<I>(io: I, kms: Arc<Kms>, mut stop: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let kms = kms.clone();
+        async move { Ok::<_, Infallible>(respond(kms, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 /// One request → one response; never fails (errors become KMS error bodies).

@@ -1,10 +1,14 @@
 //! Wiring and lifecycle: connect NATS, start the enclave link, HTTP and the bridge; on shutdown,
 //! drain in the right order.
 //!
+//! Start-up binds the KMS tunnel listener (with a `[kms]` section) before anything connects, so a
+//! port already taken stops the parent at once instead of leaving the enclave without KMS.
+//!
 //! Shutdown order: (1) `/ready` turns false and the bridge drains its subscriptions while the
-//! enclave link stays up, so in-flight requests still get their answers; (2) once the bridge is
-//! done (or its grace is over) the link closes gracefully, the HTTP server and the publisher stop;
-//! (3) every task is joined. Nothing is detached.
+//! enclave link and the KMS tunnel stay up, so in-flight requests still get their answers (they
+//! may need KMS); (2) once the bridge is done (or its grace is over) the link closes gracefully,
+//! the HTTP server and the publisher stop, and the tunnel listener stops accepting and gives open
+//! tunnels [`DRAIN_GRACE`] before closing them; (3) every task is joined. Nothing is detached.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -21,6 +25,8 @@ use crate::bridge::{self, Bridge};
 use crate::config::{Config, NatsConfig};
 use crate::enclave_link::{self, EnclaveLink, ParentHandler, PUBLISH_QUEUE};
 use crate::http::{self, HttpState};
+use crate::kms::tunnel::DRAIN_GRACE;
+use crate::kms::{CredentialSource, TunnelServer};
 use crate::metrics::Metrics;
 use crate::storage::StorageRelay;
 
@@ -40,6 +46,9 @@ pub enum RunError {
     /// The object store could not be opened (filesystem root not creatable, ...).
     #[error("object store: {0}")]
     Storage(String),
+    /// The KMS tunnel listener could not be bound, or no credential provider was found.
+    #[error("kms: {0}")]
+    Kms(String),
 }
 
 /// NATS reconnect delay: 50 ms doubling to 1 s, so service resumes within about a second of the
@@ -115,15 +124,30 @@ pub async fn run(
         .map_err(RunError::Storage)?;
     tracing::info!(backend = store.kind(), "object store ready");
     let storage = StorageRelay::new(store, config.storage.timeout, metrics.clone());
+    let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+    let mut handler = ParentHandler::new(publish_tx, metrics.clone(), storage);
+    let mut tunnel = None;
+    if let Some(kms) = &config.kms {
+        let server = TunnelServer::bind(kms, metrics.clone())
+            .await
+            .map_err(|e| RunError::Kms(format!("bind {}: {e}", kms.tunnel_listen)))?;
+        let source = CredentialSource::from_default_chain(metrics.clone())
+            .await
+            .map_err(|e| RunError::Kms(e.to_string()))?;
+        handler = handler.with_credentials(source);
+        tunnel = Some(server);
+    }
+    let handler = Arc::new(handler);
     let client = connect_nats(&config.nats, metrics.clone()).await?;
     let link = Arc::new(EnclaveLink::new());
-    let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
-    let handler = Arc::new(ParentHandler::new(publish_tx, metrics.clone(), storage));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
-    let link_cfg = enclave_link::link_config(&config.enclave);
+    let link_cfg = enclave_link::link_config(&config.enclave, config.kms.as_ref());
+    if let Some(server) = tunnel {
+        tasks.spawn(server.run(stop_rx.clone(), DRAIN_GRACE));
+    }
     tasks.spawn(link.clone().run(
         config.enclave.clone(),
         link_cfg.clone(),

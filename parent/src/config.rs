@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use vettid_link::Address;
 
+pub use crate::kms::config::KmsConfig;
 pub use crate::storage::config::{S3Config, StorageBackend, StorageConfig};
 
 /// Everything wrong with a configuration, one line per problem.
@@ -46,6 +47,7 @@ struct File {
     limits: LimitsFile,
     attestation: AttestationFile,
     storage: crate::storage::config::StorageFile,
+    kms: Option<crate::kms::config::KmsFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +168,9 @@ pub struct Config {
     pub attestation: AttestationConfig,
     /// Where the enclave's objects are stored.
     pub storage: StorageConfig,
+    /// The enclave's KMS path (tunnel listener, allow-list, credentials); `None` without a
+    /// `[kms]` section: nothing listens and credential requests are refused.
+    pub kms: Option<KmsConfig>,
 }
 
 /// Which enclaves the parent will serve. Checked on every (re)connect; until the check passes the
@@ -357,6 +362,11 @@ impl Config {
         let attestation = attestation_config(&f.attestation, &mut problems);
         let storage =
             crate::storage::config::validate(&f.storage, f.enclave.max_frame_len, &mut problems);
+        // `Some(None)`: the section is there but unusable (its problems are recorded).
+        let kms = f
+            .kms
+            .as_ref()
+            .map(|k| crate::kms::config::validate(k, &mut problems));
         let enclave_id = f.enclave_id.unwrap_or_else(dev_enclave_id);
         if !valid_token(&enclave_id) {
             problems.push(format!(
@@ -364,9 +374,9 @@ impl Config {
             ));
         }
 
-        match (address, http_listen, attestation, storage) {
-            (Some(address), Some(http_listen), Some(attestation), Some(storage))
-                if problems.is_empty() =>
+        match (address, http_listen, attestation, storage, kms) {
+            (Some(address), Some(http_listen), Some(attestation), Some(storage), kms)
+                if problems.is_empty() && kms.as_ref().is_none_or(Option::is_some) =>
             {
                 Ok(Config {
                     enclave_id,
@@ -391,6 +401,7 @@ impl Config {
                     shutdown_grace,
                     attestation,
                     storage,
+                    kms: kms.flatten(),
                 })
             }
             _ => Err(ConfigError { problems }),
@@ -630,6 +641,74 @@ mod tests {
                 "missing {needle} in {err}"
             );
         }
+    }
+
+    #[test]
+    fn without_a_kms_section_nothing_listens() {
+        let c = Config::load(Some(PCRS), &Overrides::default()).unwrap();
+        assert!(c.kms.is_none());
+    }
+
+    #[test]
+    fn kms_section_is_read_with_defaults() {
+        let c = Config::load(Some(&format!("{PCRS}[kms]\n")), &Overrides::default()).unwrap();
+        let kms = c.kms.unwrap();
+        assert_eq!(kms.tunnel_listen.to_string(), "vsock://any:8000");
+        assert!(kms.allow.is_empty(), "empty allow-list refuses everything");
+        assert_eq!(kms.max_tunnels, crate::kms::config::DEFAULT_MAX_TUNNELS);
+
+        let file = format!(
+            "{PCRS}[kms]\ntunnel_listen = \"tcp://127.0.0.1:0\"\n\
+             allow = [\"KMS.us-east-1.amazonaws.com:443\", \"127.0.0.1:4566\"]\n\
+             connect_timeout_ms = 250\nmax_tunnels = 3\n"
+        );
+        let kms = Config::load(Some(&file), &Overrides::default())
+            .unwrap()
+            .kms
+            .unwrap();
+        let allow: Vec<String> = kms.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(allow, ["127.0.0.1:4566", "kms.us-east-1.amazonaws.com:443"]);
+        assert_eq!(kms.connect_timeout, Duration::from_millis(250));
+        assert_eq!(kms.max_tunnels, 3);
+    }
+
+    #[test]
+    fn bad_kms_settings_are_all_reported() {
+        let file = format!(
+            "{PCRS}[kms]\ntunnel_listen = \"vsock://16\"\n\
+             allow = [\"*.amazonaws.com:443\", \"kms.amazonaws.com\", \"kms.amazonaws.com:0\", \
+             \"kms.amazonaws.com:70000\", \"kms amazonaws.com:443\", \"\", \"[::1]:443\", \
+             \"a.com:443\", \"A.com:443\"]\n\
+             connect_timeout_ms = 0\nmax_tunnels = 0\n"
+        );
+        let err = Config::load(Some(&file), &Overrides::default()).unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "kms.tunnel_listen",
+            "\"*.amazonaws.com:443\": wildcards are not allowed",
+            "\"kms.amazonaws.com\": expected HOST:PORT",
+            "\"kms.amazonaws.com:0\": port must be",
+            "\"kms.amazonaws.com:70000\": port must be",
+            "\"kms amazonaws.com:443\": host must be",
+            "\"\": expected HOST:PORT",
+            "\"[::1]:443\": host must be",
+            "\"A.com:443\": listed twice",
+            "kms.connect_timeout_ms = 0",
+            "kms.max_tunnels = 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in {err}");
+        }
+        assert_eq!(err.problems.len(), 11, "{err}");
+    }
+
+    #[test]
+    fn unknown_kms_keys_are_refused() {
+        let file = format!("{PCRS}[kms]\nallowed = [\"kms.amazonaws.com:443\"]\n");
+        let err = Config::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let file = format!("{PCRS}[kms]\nallow = \"kms.amazonaws.com:443\"\n");
+        let err = Config::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
     }
 
     #[test]

@@ -17,7 +17,8 @@ use vettid_protocol::{
     ErrorCode, Event, LogLevel, Publication, Request, Response, Role, WireError,
 };
 
-use crate::config::EnclaveConfig;
+use crate::config::{EnclaveConfig, KmsConfig};
+use crate::kms::CredentialSource;
 use crate::metrics::Metrics;
 use crate::storage::StorageRelay;
 
@@ -194,11 +195,16 @@ impl EnclaveLink {
     }
 }
 
-/// Link settings for the parent side.
-pub fn link_config(config: &EnclaveConfig) -> LinkConfig {
+/// Link settings for the parent side. Capabilities: `aws_credentials` always (the parent knows
+/// the request; without `[kms]` it answers a clear `Unavailable`), `kms_tunnel` only when the
+/// tunnel listener runs.
+pub fn link_config(config: &EnclaveConfig, kms: Option<&KmsConfig>) -> LinkConfig {
     let mut link = LinkConfig::new(Role::Parent);
     link.max_frame_len = config.max_frame_len;
-    link.capabilities = vec!["nats".into(), "storage".into()];
+    link.capabilities = vec!["nats".into(), "storage".into(), "aws_credentials".into()];
+    if kms.is_some() {
+        link.capabilities.push("kms_tunnel".into());
+    }
     link
 }
 
@@ -207,6 +213,7 @@ pub struct ParentHandler {
     publish: mpsc::Sender<Publication>,
     metrics: Arc<Metrics>,
     storage: StorageRelay,
+    credentials: Option<CredentialSource>,
 }
 
 impl ParentHandler {
@@ -221,7 +228,15 @@ impl ParentHandler {
             publish,
             metrics,
             storage,
+            credentials: None,
         }
+    }
+
+    /// Serves the enclave's [`Request::AwsCredentials`] from `source` (only with a `[kms]`
+    /// section; without one the enclave is told "kms not configured on the parent").
+    pub fn with_credentials(mut self, source: CredentialSource) -> Self {
+        self.credentials = Some(source);
+        self
     }
 }
 
@@ -235,11 +250,9 @@ impl Handler for ParentHandler {
                     "the parent does not serve this request",
                 ))
             }
-            // Served once the KMS tunnel lands; until then the enclave is told plainly.
-            Request::AwsCredentials => Err(WireError::new(
-                ErrorCode::Unavailable,
-                "no AWS credentials configured",
-            )),
+            Request::AwsCredentials => {
+                crate::kms::credentials::answer(self.credentials.as_ref(), Some(ctx.deadline)).await
+            }
             Request::Storage(req) => self
                 .storage
                 .serve(req, Some(ctx.deadline))

@@ -1,5 +1,9 @@
 //! Prometheus metrics (`/metrics`). Label sets are closed enums so cardinality is bounded no
 //! matter what subjects arrive.
+//!
+//! Names: the relay's own metrics are `vettid_parent_*`; the KMS path's are `vettid_kms_*` and
+//! `vettid_aws_credentials_*`, named for what they measure rather than for the host, as the
+//! enclave-side dashboards expect.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -7,7 +11,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::LabelValueEncoder;
 
 /// Subject family of a request.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -113,6 +120,107 @@ pub struct StorageLabels {
     pub outcome: StorageOutcome,
 }
 
+/// Writes a closed enum's label value in snake_case (the derive would keep the Rust spelling).
+macro_rules! snake_case_label {
+    ($ty:ty) => {
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(encoder, self.as_str())
+            }
+        }
+    };
+}
+
+/// How a KMS tunnel attempt ended (`vettid_kms_tunnels_total{outcome}`).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum TunnelOutcome {
+    /// Connected and answered `ok`.
+    Ok,
+    /// Target not on the allow-list.
+    Denied,
+    /// Allowed, but the connect failed or timed out.
+    Unreachable,
+    /// Refused: `kms.max_tunnels` already open.
+    Busy,
+    /// Malformed, oversized or missing preamble.
+    BadPreamble,
+}
+
+impl TunnelOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Denied => "denied",
+            Self::Unreachable => "unreachable",
+            Self::Busy => "busy",
+            Self::BadPreamble => "bad_preamble",
+        }
+    }
+}
+snake_case_label!(TunnelOutcome);
+
+/// Which way tunnel bytes went (`vettid_kms_tunnel_bytes_total{direction}`).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum TunnelDirection {
+    /// Enclave to the target.
+    ToKms,
+    /// Target to the enclave.
+    FromKms,
+}
+
+impl TunnelDirection {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ToKms => "to_kms",
+            Self::FromKms => "from_kms",
+        }
+    }
+}
+snake_case_label!(TunnelDirection);
+
+/// Whether a credentials request was answered (`vettid_aws_credentials_served_total{outcome}`).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum CredentialsOutcome {
+    /// Credentials sent.
+    Ok,
+    /// The provider failed or timed out.
+    Error,
+}
+
+impl CredentialsOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+        }
+    }
+}
+snake_case_label!(CredentialsOutcome);
+
+/// Labels of `vettid_kms_tunnels_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TunnelLabels {
+    /// Outcome.
+    pub outcome: TunnelOutcome,
+}
+
+/// Labels of `vettid_kms_tunnel_bytes_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// Direction.
+    pub direction: TunnelDirection,
+}
+
+/// Labels of `vettid_aws_credentials_served_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialsLabels {
+    /// Outcome.
+    pub outcome: CredentialsOutcome,
+}
+
 /// Every metric the parent exports.
 pub struct Metrics {
     registry: Registry,
@@ -142,6 +250,19 @@ pub struct Metrics {
     pub publish_errors: Counter,
     /// Object-store calls by operation and outcome.
     pub storage_requests: Family<StorageLabels, Counter>,
+    /// KMS tunnel attempts by outcome.
+    pub kms_tunnels: Family<TunnelLabels, Counter>,
+    /// KMS tunnels open now (answered `ok`, not yet closed).
+    pub kms_tunnels_active: Gauge,
+    /// Bytes relayed through KMS tunnels, by direction (ciphertext; counted as it flows).
+    pub kms_tunnel_bytes: Family<DirectionLabels, Counter>,
+    /// Credential requests from the enclave by outcome.
+    pub aws_credentials_served: Family<CredentialsLabels, Counter>,
+    /// Seconds until the last served credentials expire; 0 for long-lived ones. Refreshed on
+    /// every render from `aws_credentials_expires_at_ms`.
+    pub aws_credentials_expiry: Gauge<f64, AtomicU64>,
+    /// Expiry of the last served credentials, Unix ms; 0 when none or long-lived.
+    aws_credentials_expires_at_ms: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -153,7 +274,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("vettid_parent");
+        let mut root = Registry::with_prefix("vettid");
         let requests = Family::<RequestLabels, Counter>::default();
         let duration = Family::<FamilyLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.000_1, 2.0, 18))
@@ -172,8 +293,15 @@ impl Metrics {
             nats_slow_consumer: Counter::default(),
             publish_errors: Counter::default(),
             storage_requests: Family::default(),
+            kms_tunnels: Family::default(),
+            kms_tunnels_active: Gauge::default(),
+            kms_tunnel_bytes: Family::default(),
+            aws_credentials_served: Family::default(),
+            aws_credentials_expiry: Gauge::default(),
+            aws_credentials_expires_at_ms: AtomicU64::new(0),
             registry: Registry::default(),
         };
+        let registry = root.sub_registry_with_prefix("parent");
         registry.register(
             "requests",
             "NATS requests forwarded, by subject family and outcome",
@@ -235,7 +363,74 @@ impl Metrics {
             "Object-store calls made for the enclave, by operation and outcome",
             m.storage_requests.clone(),
         );
-        Self { registry, ..m }
+        root.register(
+            "kms_tunnels",
+            "KMS tunnel attempts from the enclave, by outcome",
+            m.kms_tunnels.clone(),
+        );
+        root.register(
+            "kms_tunnels_active",
+            "KMS tunnels open now",
+            m.kms_tunnels_active.clone(),
+        );
+        root.register(
+            "kms_tunnel_bytes",
+            "Bytes relayed through KMS tunnels (TLS ciphertext), by direction",
+            m.kms_tunnel_bytes.clone(),
+        );
+        root.register(
+            "aws_credentials_served",
+            "AWS credential requests from the enclave, by outcome",
+            m.aws_credentials_served.clone(),
+        );
+        root.register(
+            "aws_credentials_expiry_seconds",
+            "Seconds until the AWS credentials last served to the enclave expire (0: long-lived)",
+            m.aws_credentials_expiry.clone(),
+        );
+        Self {
+            registry: root,
+            ..m
+        }
+    }
+
+    /// Records one KMS tunnel attempt.
+    pub fn kms_tunnel(&self, outcome: TunnelOutcome) {
+        self.kms_tunnels
+            .get_or_create(&TunnelLabels { outcome })
+            .inc();
+    }
+
+    /// The byte counter of one tunnel direction, to add to as bytes flow.
+    pub fn kms_tunnel_bytes(&self, direction: TunnelDirection) -> Counter {
+        self.kms_tunnel_bytes
+            .get_or_create(&DirectionLabels { direction })
+            .clone()
+    }
+
+    /// Records one credential request; `expires_at_ms` is the served credentials' expiry.
+    pub fn aws_credentials(&self, outcome: CredentialsOutcome, expires_at_ms: Option<u64>) {
+        self.aws_credentials_served
+            .get_or_create(&CredentialsLabels { outcome })
+            .inc();
+        if outcome == CredentialsOutcome::Ok {
+            self.aws_credentials_expires_at_ms
+                .store(expires_at_ms.unwrap_or(0), Ordering::Relaxed);
+            self.refresh_credentials_expiry();
+        }
+    }
+
+    fn refresh_credentials_expiry(&self) {
+        let at = self.aws_credentials_expires_at_ms.load(Ordering::Relaxed);
+        let seconds = if at == 0 {
+            0.0
+        } else {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            at.saturating_sub(now) as f64 / 1000.0
+        };
+        self.aws_credentials_expiry.set(seconds);
     }
 
     /// Records one object-store call.
@@ -257,6 +452,7 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
+        self.refresh_credentials_expiry();
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

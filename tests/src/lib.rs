@@ -8,6 +8,7 @@
 
 #![allow(missing_docs, clippy::print_stderr)]
 
+pub mod app;
 pub mod faults;
 pub mod http;
 pub mod load;

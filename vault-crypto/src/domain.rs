@@ -1,6 +1,7 @@
-//! The VettID v1 "domain" envelope: UTK payloads from the app and the credential blob sealed to the CEK.
+//! The VettID v1 "domain" envelope: UTK payloads from the app, the credential blob sealed to the CEK, and
+//! secret values the enclave returns to an app-chosen `reply_key`.
 //!
-//! Frozen by the deployed apps (reference §3.4):
+//! The scheme is frozen by the deployed apps (reference §3.4); `Reply` adds a domain to it, not a scheme:
 //!
 //! ```text
 //! shared = X25519(our_private, ephemeral_public)          (all-zero ⇒ rejected)
@@ -9,9 +10,14 @@
 //! wire   = ephemeral_public (32) ‖ nonce (24) ‖ ct ‖ tag (16)
 //! ```
 //!
-//! The domain string is the only thing that separates a UTK payload from a CEK blob, so [`Domain`] is a
-//! closed enum: a caller cannot pass an arbitrary salt. XChaCha20-Poly1305 comes from RustCrypto's
-//! `chacha20poly1305` because aws-lc-rs has no 24-byte-nonce variant.
+//! The domain string is the only thing that separates a UTK payload from a CEK blob or a reply, so
+//! [`Domain`] is a closed enum: a caller cannot pass an arbitrary salt. The separation matters because the
+//! requester chooses the `reply_key`: a request naming one of the enclave's own UTK public keys as its
+//! `reply_key` would otherwise get back an envelope the enclave also accepts as a UTK payload. Distinct
+//! salts give distinct keys for the same X25519 secret, so an envelope opens in its own domain only.
+//!
+//! XChaCha20-Poly1305 comes from RustCrypto's `chacha20poly1305` because aws-lc-rs has no 24-byte-nonce
+//! variant.
 
 use aws_lc_rs::agreement::PrivateKey;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -27,7 +33,7 @@ pub const TAG_LEN: usize = 16;
 /// Shortest valid envelope (empty plaintext).
 pub const MIN_LEN: usize = KEY_LEN + NONCE_LEN + TAG_LEN;
 
-/// Which v1 purpose an envelope belongs to; its string is the HKDF salt.
+/// Which purpose an envelope belongs to; its string is the HKDF salt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Domain {
     /// `vettid-utk-v1`: app → enclave payloads encrypted to a UTK (credential.create, password change, …).
@@ -36,15 +42,20 @@ pub enum Domain {
     Cek,
     /// `vettid-pin-v1`: defined by v1 but unused there; kept so the salt is reserved.
     Pin,
+    /// `vettid-reply-v1`: enclave → app. Secret values the enclave sends back in a response, encrypted to
+    /// the ephemeral X25519 key (`reply_key`) the app put in its request, so the parent relaying the
+    /// response never sees them. Added by this system (v1 has no such reply); frozen once apps use it.
+    Reply,
 }
 
 impl Domain {
-    /// The HKDF salt bytes for this domain, exactly as v1 spells them.
+    /// The HKDF salt bytes for this domain, exactly as v1 spells them (`Reply` is this system's own).
     pub const fn salt(self) -> &'static [u8] {
         match self {
             Domain::Utk => b"vettid-utk-v1",
             Domain::Cek => b"vettid-cek-v1",
             Domain::Pin => b"vettid-pin-v1",
+            Domain::Reply => b"vettid-reply-v1",
         }
     }
 }
@@ -79,7 +90,8 @@ pub fn open(
 
 /// Encrypt `plaintext` to `recipient_public` in `domain` with a fresh ephemeral key and nonce.
 ///
-/// The enclave uses this to seal the credential to the app's CEK; tests use it as the app would for UTKs.
+/// The enclave uses this to seal the credential to the app's CEK and replies to the app's `reply_key`;
+/// tests use it as the app would for UTKs.
 ///
 /// # Errors
 /// [`EnvelopeError::WeakPublicKey`] for a low-order recipient key; [`EnvelopeError::Backend`] if the
@@ -133,6 +145,12 @@ fn cipher(key: &[u8; 32]) -> XChaCha20Poly1305 {
 mod tests {
     use super::*;
 
+    /// Every domain; the match makes a new variant a compile error here until it is listed.
+    const ALL: [Domain; 4] = [Domain::Utk, Domain::Cek, Domain::Pin, Domain::Reply];
+    const _: () = match Domain::Utk {
+        Domain::Utk | Domain::Cek | Domain::Pin | Domain::Reply => (),
+    };
+
     fn keypair() -> (PrivateKey, [u8; 32]) {
         let private = x25519::generate().unwrap();
         let public = x25519::public_key_bytes(&private).unwrap();
@@ -142,7 +160,7 @@ mod tests {
     #[test]
     fn round_trip_in_each_domain() {
         let (ours, public) = keypair();
-        for domain in [Domain::Utk, Domain::Cek, Domain::Pin] {
+        for domain in ALL {
             let sealed = seal(domain, &public, b"{\"password_hash\":\"x\"}").unwrap();
             assert_eq!(sealed.len(), MIN_LEN + 21);
             assert_eq!(
@@ -153,17 +171,23 @@ mod tests {
     }
 
     #[test]
-    fn wrong_domain_is_rejected() {
+    fn an_envelope_opens_in_its_own_domain_only() {
         let (ours, public) = keypair();
-        let sealed = seal(Domain::Utk, &public, b"payload").unwrap();
-        assert_eq!(
-            open(Domain::Cek, &ours, &sealed).unwrap_err(),
-            EnvelopeError::Decrypt
-        );
-        assert_eq!(
-            open(Domain::Pin, &ours, &sealed).unwrap_err(),
-            EnvelopeError::Decrypt
-        );
+        for sealed_in in ALL {
+            let sealed = seal(sealed_in, &public, b"payload").unwrap();
+            for opened_in in ALL {
+                let result = open(opened_in, &ours, &sealed);
+                if opened_in == sealed_in {
+                    assert_eq!(result.unwrap().as_slice(), b"payload");
+                } else {
+                    assert_eq!(
+                        result.unwrap_err(),
+                        EnvelopeError::Decrypt,
+                        "{sealed_in:?} opened as {opened_in:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -218,5 +242,8 @@ mod tests {
         assert_eq!(Domain::Utk.salt(), b"vettid-utk-v1");
         assert_eq!(Domain::Cek.salt(), b"vettid-cek-v1");
         assert_eq!(Domain::Pin.salt(), b"vettid-pin-v1");
+        assert_eq!(Domain::Reply.salt(), b"vettid-reply-v1");
+        let salts: std::collections::HashSet<_> = ALL.iter().map(|d| d.salt()).collect();
+        assert_eq!(salts.len(), ALL.len(), "two domains share a salt");
     }
 }

@@ -4,9 +4,11 @@
 //! What this crate owns:
 //!
 //! - [`legacy_ecies`]: how v1 apps encrypt a PIN to the enclave (X25519 → HKDF → ChaCha20-Poly1305).
-//! - [`domain`]: UTK payloads and the credential-to-CEK blob (X25519 → HKDF(domain salt) → XChaCha20-Poly1305).
+//! - [`domain`]: UTK payloads, the credential-to-CEK blob and secret values returned to an app-chosen
+//!   `reply_key` (X25519 → HKDF(domain salt) → XChaCha20-Poly1305).
 //! - [`phc`]: validation (never evaluation) of the app's Argon2id PHC password hash.
 //! - [`dek`]: PIN rules and DEK = HMAC(M, Argon2id(PIN, SHA-256(owner ‖ M))), exactly as v1.
+//! - [`dek_aead`]: v1's AES-256-GCM under the DEK (`encrypted_credential`, v1 `vault_state.enc`).
 //! - [`pin_verifier`]: the check v1 lacked, so a wrong PIN is rejected warm or cold (G2).
 //! - [`sealed`]: the versioned AES-256-GCM object format bound to (vault, name, version) (G11, G18).
 //!
@@ -23,6 +25,7 @@
 //! Argon2id, both of the digest 0.10 generation the workspace already uses.
 
 pub mod dek;
+pub mod dek_aead;
 pub mod domain;
 pub mod legacy_ecies;
 pub mod phc;
@@ -35,6 +38,7 @@ pub mod x25519;
 mod vectors;
 
 pub use dek::{derive_dek, KdfError, KdfParams, Pin, PinError};
+pub use dek_aead::DekAeadError;
 pub use domain::Domain;
 pub use phc::{PhcError, PhcHash};
 pub use pin_verifier::PinVerifier;
@@ -59,6 +63,9 @@ pub enum Error {
     /// The DEK derivation.
     #[error(transparent)]
     Kdf(#[from] KdfError),
+    /// A blob encrypted under the DEK ([`dek_aead`]).
+    #[error(transparent)]
+    DekAead(#[from] DekAeadError),
     /// A stored object.
     #[error(transparent)]
     Sealed(#[from] SealedError),

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::dek::{self, KdfParams, Pin};
 use crate::domain::{self, Domain};
 use crate::secret::{Dek, Material};
-use crate::{legacy_ecies, pin_verifier::PinVerifier, sealed, x25519};
+use crate::{dek_aead, legacy_ecies, pin_verifier::PinVerifier, sealed, x25519};
 
 /// Fixed, reproducible input bytes: SHA-256 of a label.
 fn fixed(label: &str) -> [u8; 32] {
@@ -122,11 +122,12 @@ fn legacy_ecies_vectors_match() {
 
 #[test]
 fn domain_vectors_match() {
-    let cases: [(Domain, &str, &[u8]); 4] = [
+    let cases: [(Domain, &str, &[u8]); 5] = [
         (Domain::Utk, "utk", br#"{"password_hash":"$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"}"#),
         (Domain::Utk, "utk-empty", b""),
         (Domain::Cek, "cek", br#"{"identity_public_key":"AAAA","version":1}"#),
         (Domain::Pin, "pin", b"reserved domain"),
+        (Domain::Reply, "reply", br#"{"name":"api-token","value":"s3cr3t-v4lue"}"#),
     ];
     let mut vectors = Vec::new();
     for (domain, label, plaintext) in cases {
@@ -178,6 +179,13 @@ fn domain_vectors_match() {
     );
 }
 
+/// The inputs of the first small DEK vector; the DEK-AEAD vectors chain one blob to its DEK.
+const SMALL_A: (&str, &str, &str) = ("small-a", "1234", "0f8e2b6c-1d2a-4c3b-9e8f-123456789abc");
+
+fn small_a_params() -> KdfParams {
+    KdfParams::for_tests(256, 3, 4)
+}
+
 /// One DEK vector (with the verifier of the resulting DEK, so the two chain).
 fn dek_vector(label: &str, pin: &str, owner: &str, params: &KdfParams) -> Value {
     let material = Material::from_bytes(fixed(&format!("dek material {label}")));
@@ -204,12 +212,7 @@ const DEK_SCHEME: &str = "VettID v1 DEK: salt = SHA-256(owner_id || material); S
 #[test]
 fn dek_vectors_with_small_parameters_match() {
     let vectors = vec![
-        dek_vector(
-            "small-a",
-            "1234",
-            "0f8e2b6c-1d2a-4c3b-9e8f-123456789abc",
-            &KdfParams::for_tests(256, 3, 4),
-        ),
+        dek_vector(SMALL_A.0, SMALL_A.1, SMALL_A.2, &small_a_params()),
         dek_vector(
             "small-b",
             "00000000",
@@ -254,6 +257,55 @@ fn production_dek_vector_matches() {
     check_or_write(
         "dek_production.json",
         &json!({ "scheme": DEK_SCHEME, "vectors": [vector] }),
+    );
+}
+
+#[test]
+fn dek_aead_vectors_match() {
+    // The last case uses the DEK of dek_small.json vector 0, so PIN → DEK → encrypted_credential chains.
+    let (label, pin, owner) = SMALL_A;
+    let chained = dek::derive_dek(
+        &Pin::parse(pin).unwrap(),
+        &Material::from_bytes(fixed(&format!("dek material {label}"))),
+        owner,
+        &small_a_params(),
+    )
+    .unwrap();
+    let cases: [(Dek, Option<&str>, &[u8]); 3] = [
+        (
+            Dek::from_bytes(fixed("dek-aead dek 0")),
+            None,
+            br#"{"guid":"cred-0001","password_hash":"$argon2id$v=19$m=65536,t=3,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"}"#,
+        ),
+        (Dek::from_bytes(fixed("dek-aead dek 1")), None, b""),
+        (chained, Some("dek_small.json vectors[0]"), br#"{"utks":[],"credential":null}"#),
+    ];
+    let mut vectors = Vec::new();
+    for (i, (dek, dek_from, plaintext)) in cases.into_iter().enumerate() {
+        let nonce: [u8; 12] = fixed(&format!("dek-aead nonce {i}"))[..12]
+            .try_into()
+            .unwrap();
+        let blob = dek_aead::seal_with_nonce(&dek, nonce, plaintext).unwrap();
+        assert_eq!(dek_aead::open(&dek, &blob).unwrap().as_slice(), plaintext);
+        let mut vector = json!({
+            "dek": h(dek.expose()),
+            "nonce": h(&nonce),
+            "plaintext": h(plaintext),
+            "blob": h(&blob),
+            "blob_b64": STANDARD.encode(&blob),
+        });
+        if let Some(from) = dek_from {
+            vector["dek_from"] = json!(from);
+        }
+        vectors.push(vector);
+    }
+    check_or_write(
+        "dek_aead.json",
+        &json!({
+            "scheme": "VettID v1 DEK AEAD (encrypted_credential, v1 vault_state.enc): AES-256-GCM(key = DEK), no AAD",
+            "layout": "nonce(12) || ciphertext || tag(16)",
+            "vectors": vectors,
+        }),
     );
 }
 

@@ -5,9 +5,11 @@ Shares no code with the Rust crate: X25519, HKDF, HMAC, ChaCha20-Poly1305 and AE
 `cryptography` (OpenSSL), Argon2id from `cryptography` >= 44 or else `argon2-cffi` (the reference C
 implementation), and XChaCha20-Poly1305 is built here from HChaCha20 (draft-irtf-cfrg-xchacha-03 §2.2) plus
 `cryptography`'s ChaCha20-Poly1305. Every vector is recomputed from its inputs and compared with the
-committed outputs, then opened again.
+committed outputs, then opened again. Coverage is checked too: every app-facing scheme and form (each
+domain, each legacy ECIES payload, the pin.setup three-field form, the DEK chain) must have a vector, and
+every vector file in the directory must have a check here.
 
-Usage: independent.py VECTOR_DIR
+Usage: independent.py [VECTOR_DIR]   (default: the `vectors` directory beside this script)
 Exit: 0 all vectors agree, 1 a mismatch, 2 usage error, 3 a Python module is missing.
 """
 
@@ -22,6 +24,7 @@ import sys
 MISSING_MODULE = 3
 
 try:
+    from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -102,6 +105,14 @@ class Checker:
         self.passed = 0
         self.failed = 0
 
+    def require(self, what, condition):
+        """A coverage rule: a scheme (or a form of it) the vectors must exercise."""
+        if condition:
+            self.passed += 1
+        else:
+            self.failed += 1
+            print(f"MISSING {what}", file=sys.stderr)
+
     def eq(self, what, got, want):
         if got == want:
             self.passed += 1
@@ -113,6 +124,14 @@ class Checker:
 
 def x(s):
     return bytes.fromhex(s)
+
+
+def opened(aead, nonce, ct, aad):
+    """Decrypt, or a description of the failure, so a tampered vector is a reported mismatch, not a crash."""
+    try:
+        return aead.decrypt(nonce, ct, aad)
+    except InvalidTag:
+        return "<authentication failed>"
 
 
 def x25519_pub(private):
@@ -136,6 +155,12 @@ def hmac_sha256(key, msg):
 
 def check_legacy_ecies(c, doc):
     salt, info = doc["hkdf_salt"].encode(), doc["hkdf_info"].encode()
+    # The three payloads the apps send: pin.unlock {pin}, pin.setup {pin, profile}, pin.change {old_pin, new_pin}.
+    shapes = {tuple(sorted(json.loads(x(v["plaintext"])))) for v in doc["vectors"]}
+    for shape in [("pin",), ("pin", "profile"), ("new_pin", "old_pin")]:
+        c.require(f"legacy ECIES vector with payload keys {shape}", shape in shapes)
+    c.require("legacy ECIES pin.setup three-field form in every vector",
+              all("pin_setup_fields" in v for v in doc["vectors"]))
     for i, v in enumerate(doc["vectors"]):
         rp, ep, nonce, pt = x(v["recipient_private"]), x(v["ephemeral_private"]), x(v["nonce"]), x(v["plaintext"])
         c.eq(f"legacy[{i}] recipient_public", x25519_pub(rp), x(v["recipient_public"]))
@@ -149,12 +174,20 @@ def check_legacy_ecies(c, doc):
         f = v["pin_setup_fields"]
         eph = base64.b64decode(f["ephemeral_public_key"], validate=True)
         key2 = hkdf_sha256(x25519_shared(rp, eph), salt, info)
-        opened = ChaCha20Poly1305(key2).decrypt(base64.b64decode(f["nonce"], validate=True),
-                                                base64.b64decode(f["encrypted_pin"], validate=True), None)
-        c.eq(f"legacy[{i}] open(fields)", opened, pt)
+        plain = opened(ChaCha20Poly1305(key2), base64.b64decode(f["nonce"], validate=True),
+                       base64.b64decode(f["encrypted_pin"], validate=True), None)
+        c.eq(f"legacy[{i}] open(fields)", plain, pt)
+
+
+# Every domain salt the enclave uses (the Rust `Domain` enum); each must have at least one vector.
+DOMAINS = {"vettid-utk-v1", "vettid-cek-v1", "vettid-pin-v1", "vettid-reply-v1"}
 
 
 def check_domain(c, doc):
+    seen = {v["domain"] for v in doc["vectors"]}
+    for d in sorted(DOMAINS):
+        c.require(f"domain vector for {d}", d in seen)
+    c.require(f"only known domains (got {sorted(seen - DOMAINS)})", seen <= DOMAINS)
     for i, v in enumerate(doc["vectors"]):
         rp, ep, nonce, pt = x(v["recipient_private"]), x(v["ephemeral_private"]), x(v["nonce"]), x(v["plaintext"])
         c.eq(f"domain[{i}] recipient_public", x25519_pub(rp), x(v["recipient_public"]))
@@ -166,7 +199,7 @@ def check_domain(c, doc):
         env = x(v["envelope"])
         key2 = hkdf_sha256(x25519_shared(rp, env[:32]), v["domain"].encode(), b"")
         aead2, n12b = xchacha20poly1305(key2, env[32:56])
-        c.eq(f"domain[{i}] open", aead2.decrypt(n12b, env[56:], None), pt)
+        c.eq(f"domain[{i}] open", opened(aead2, n12b, env[56:], None), pt)
 
 
 def check_dek(c, doc, argon2):
@@ -179,6 +212,23 @@ def check_dek(c, doc, argon2):
         dek = hmac_sha256(material, s)
         c.eq(f"dek[{i}] dek", dek, x(v["dek"]))
         c.eq(f"dek[{i}] pin_verifier", hmac_sha256(dek, b"vettid-pin-verifier-v1"), x(v["pin_verifier"]))
+
+
+def check_dek_aead(c, doc, dek_small):
+    chained = False
+    for i, v in enumerate(doc["vectors"]):
+        dek, nonce, pt = x(v["dek"]), x(v["nonce"]), x(v["plaintext"])
+        if "dek_from" in v:
+            # PIN -> DEK -> encrypted_credential: this DEK is the one derived in dek_small.json.
+            c.eq(f"dek_aead[{i}] dek_from", v["dek_from"], "dek_small.json vectors[0]")
+            c.eq(f"dek_aead[{i}] dek", dek, x(dek_small["vectors"][0]["dek"]))
+            chained = True
+        blob = nonce + AESGCM(dek).encrypt(nonce, pt, None)
+        c.eq(f"dek_aead[{i}] blob", blob, x(v["blob"]))
+        c.eq(f"dek_aead[{i}] blob_b64", base64.b64decode(v["blob_b64"], validate=True), x(v["blob"]))
+        stored = x(v["blob"])
+        c.eq(f"dek_aead[{i}] open", opened(AESGCM(dek), stored[:12], stored[12:], None), pt)
+    c.require("dek_aead vector chained to a derived DEK", chained)
 
 
 def check_pin_verifier(c, doc):
@@ -197,28 +247,39 @@ def check_sealed(c, doc):
         blob = b"\x01" + nonce + AESGCM(key).encrypt(nonce, pt, aad)
         c.eq(f"sealed[{i}] sealed", blob, x(v["sealed"]))
         stored = x(v["sealed"])
-        c.eq(f"sealed[{i}] open", AESGCM(key).decrypt(stored[1:13], stored[13:], aad), pt)
+        c.eq(f"sealed[{i}] open", opened(AESGCM(key), stored[1:13], stored[13:], aad), pt)
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) > 2:
         print(__doc__, file=sys.stderr)
         return 2
     _self_test_hchacha20()
     backend, argon2 = _argon2_backend()
-    directory = sys.argv[1]
+    directory = sys.argv[1] if len(sys.argv) == 2 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "vectors")
 
     def load(name):
         with open(os.path.join(directory, name), encoding="utf-8") as f:
             return json.load(f)
 
     c = Checker()
-    check_legacy_ecies(c, load("legacy_ecies.json"))
-    check_domain(c, load("domain.json"))
-    check_dek(c, load("dek_small.json"), argon2)
-    check_dek(c, load("dek_production.json"), argon2)
-    check_pin_verifier(c, load("pin_verifier.json"))
-    check_sealed(c, load("sealed.json"))
+    dek_small = load("dek_small.json")
+    checks = {
+        "legacy_ecies.json": lambda doc: check_legacy_ecies(c, doc),
+        "domain.json": lambda doc: check_domain(c, doc),
+        "dek_small.json": lambda doc: check_dek(c, doc, argon2),
+        "dek_production.json": lambda doc: check_dek(c, doc, argon2),
+        "dek_aead.json": lambda doc: check_dek_aead(c, doc, dek_small),
+        "pin_verifier.json": lambda doc: check_pin_verifier(c, doc),
+        "sealed.json": lambda doc: check_sealed(c, doc),
+    }
+    for name, check in checks.items():
+        doc = load(name)
+        c.require(f"{name} has vectors", len(doc["vectors"]) > 0)
+        check(doc)
+    # A vector file nobody recomputes would pin nothing independently.
+    unchecked = sorted(set(f for f in os.listdir(directory) if f.endswith(".json")) - set(checks))
+    c.require(f"an independent check for every vector file (unchecked: {unchecked})", not unchecked)
     print(f"independent vectors (argon2 via {backend}): {c.passed} passed, {c.failed} failed")
     return 1 if c.failed else 0
 

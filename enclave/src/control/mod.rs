@@ -20,7 +20,7 @@ pub mod wire;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use commands::{CommandKind, InEnclaveAdmin, VaultAdmin};
+pub use commands::{AdminError, CommandKind, InEnclaveAdmin, VaultAdmin};
 pub use keys::{KeyFileError, VerifyingKeys};
 pub use verify::{Command, Verifier};
 pub use wire::Target;
@@ -180,7 +180,12 @@ pub async fn handle(
         reason = cmd.reason.as_deref().unwrap_or(""),
         "control command accepted"
     );
-    commands::execute(state, &InEnclaveAdmin::new(&state.keys), &cmd).await
+    // Without a sealer no vault can exist here: only the attestation keys are the user's.
+    if state.sealer.is_some() {
+        commands::execute(state, &crate::vault::VaultAdminImpl::new(state), &cmd).await
+    } else {
+        commands::execute(state, &InEnclaveAdmin::new(&state.keys), &cmd).await
+    }
 }
 
 /// Wall-clock milliseconds since the Unix epoch (the enclave's clock, from the hypervisor).

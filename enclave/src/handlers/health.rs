@@ -13,9 +13,14 @@ use crate::sysinfo;
 #[derive(Debug, Serialize)]
 pub struct HealthReply {
     healthy: bool,
-    /// No vault contexts exist until the vault lands; this is the real count, not a stub.
+    /// Vaults held in memory (locked or unlocked).
     active_vaults: u64,
+    /// How many vaults the enclave will hold in memory at most.
     total_vaults: usize,
+    /// Vaults unlocked right now (DEK in memory).
+    unlocked_vaults: u64,
+    /// Whether a KMS sealer is configured (without one every vault operation fails).
+    kms_configured: bool,
     memory_used_mb: u64,
     memory_total_mb: u64,
     uptime_seconds: u64,
@@ -35,10 +40,13 @@ pub struct HealthReply {
 pub fn handle(state: &EnclaveState) -> HealthReply {
     let mem = sysinfo::memory();
     let stats = &state.stats;
+    let (loaded, unlocked) = state.vaults.counts();
     HealthReply {
         healthy: true,
-        active_vaults: 0,
-        total_vaults: state.config.max_vaults,
+        active_vaults: loaded as u64,
+        total_vaults: state.vaults.config().max_vaults,
+        unlocked_vaults: unlocked as u64,
+        kms_configured: state.sealer.is_some(),
         memory_used_mb: mem.used_mb,
         memory_total_mb: mem.total_mb,
         uptime_seconds: state.started.elapsed().as_secs(),

@@ -54,7 +54,10 @@ impl Server {
         // Keeps draining stderr for the server's whole life, so it never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on http://") {
+                if let Some(addr) = line
+                    .strip_prefix("listening on http://")
+                    .or_else(|| line.strip_prefix("listening on https://"))
+                {
                     let _ = tx.send(addr.to_owned());
                 }
                 sink.lock().unwrap().push_str(&(line + "\n"));
@@ -142,6 +145,54 @@ pub fn client(port: u16) -> aws_sdk_kms::Client {
         .timeout_config(timeouts)
         .build();
     aws_sdk_kms::Client::from_conf(config)
+}
+
+/// An SDK client for `https://host:port` that trusts only `ca_pem` and resolves only `host`, to 127.0.0.1.
+pub fn https_client(host: &str, port: u16, ca_pem: &[u8]) -> aws_sdk_kms::Client {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+    let trust = TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(ca_pem.to_vec());
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(
+            TlsContext::builder()
+                .with_trust_store(trust)
+                .build()
+                .unwrap(),
+        )
+        .build_with_resolver(OneName(host.to_owned()));
+    let timeouts = aws_sdk_kms::config::timeout::TimeoutConfig::builder()
+        .operation_timeout(Duration::from_secs(20))
+        .build();
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(format!("https://{host}:{port}"))
+        .http_client(http)
+        .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
+        .timeout_config(timeouts)
+        .build();
+    aws_sdk_kms::Client::from_conf(config)
+}
+
+/// Resolves one name to 127.0.0.1.
+#[derive(Debug, Clone)]
+struct OneName(String);
+
+impl aws_smithy_runtime_api::client::dns::ResolveDns for OneName {
+    fn resolve_dns<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> aws_smithy_runtime_api::client::dns::DnsFuture<'a> {
+        use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDnsError};
+        if name == self.0 {
+            DnsFuture::ready(Ok(vec![std::net::Ipv4Addr::LOCALHOST.into()]))
+        } else {
+            DnsFuture::ready(Err(ResolveDnsError::new(format!("unknown host {name}"))))
+        }
+    }
 }
 
 /// A mock NSM whose root lives in `root_dir` (so several mocks with different PCRs share one root).

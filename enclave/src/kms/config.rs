@@ -1,0 +1,256 @@
+//! KMS settings: the `--kms-*` flags, validated once into a [`KmsConfig`] before anything binds.
+//!
+//! All or nothing: an enclave either has a KMS (endpoint, region, key id and tunnel all given) or
+//! none (then every vault operation answers `KMSNotConfigured`). Half a configuration is a usage
+//! error, reported with every other problem at once (STYLE rule 13).
+
+use std::path::PathBuf;
+
+use vettid_link::Address;
+
+/// Largest `--kms-ca-file` accepted: a handful of PEM certificates.
+pub const MAX_CA_FILE_LEN: usize = 256 * 1024;
+/// Longest `--kms-key-id`: KMS's own limit for key ids, ARNs and alias names.
+pub const MAX_KEY_ID_LEN: usize = 2048;
+/// Longest host name in `--kms-endpoint` (DNS limit).
+pub const MAX_HOST_LEN: usize = 253;
+
+/// The `--kms-*` flags as given (flattened into the binary's arguments).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KmsFlags {
+    /// KMS endpoint as the parent reaches it: `https://kms.us-east-1.amazonaws.com` in production,
+    /// `https://kms.vettid.test:PORT` against the local KMS. TLS is verified for this host name
+    /// inside the enclave.
+    #[arg(long, env = "VETTID_KMS_ENDPOINT")]
+    pub kms_endpoint: Option<String>,
+    /// AWS region the requests are signed for (e.g. `us-east-1`).
+    #[arg(long, env = "VETTID_KMS_REGION")]
+    pub kms_region: Option<String>,
+    /// The KMS key sealing vault material: key id, key ARN or `alias/…`.
+    #[arg(long, env = "VETTID_KMS_KEY_ID")]
+    pub kms_key_id: Option<String>,
+    /// The parent's KMS byte tunnel: `vsock://3:8000` in production, `tcp://127.0.0.1:PORT` or
+    /// `unix:///path` in dev.
+    #[arg(long, env = "VETTID_KMS_TUNNEL")]
+    pub kms_tunnel: Option<String>,
+    /// Extra PEM CA certificate(s) trusted for the KMS endpoint besides the embedded public roots
+    /// (dev: the local KMS's `ca.pem`).
+    #[arg(long, env = "VETTID_KMS_CA_FILE")]
+    pub kms_ca_file: Option<PathBuf>,
+    /// Loopback port of the in-enclave forwarder the SDK connects to. Default: the endpoint's port
+    /// (443 in production). 0 picks a free port (dev, where the local KMS already holds the
+    /// endpoint's port on the same loopback).
+    #[arg(long, env = "VETTID_KMS_FORWARD_PORT")]
+    pub kms_forward_port: Option<u16>,
+}
+
+/// The KMS endpoint: a DNS host name and a port, over HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Lower-case DNS name, verified by TLS and named in the tunnel preamble.
+    pub host: String,
+    /// The port the parent connects to (443 unless the URL says otherwise).
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Parses `https://HOST[:PORT][/]`. IP literals, user info, paths and queries are refused: the
+    /// host name is what TLS verifies and the only name the enclave resolves (to its forwarder).
+    ///
+    /// # Errors
+    /// A message naming what is wrong.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or("must start with https:// (TLS ends inside the enclave)")?;
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains(['/', '?', '#', '@']) {
+            return Err("only https://HOST[:PORT] (no path, query or user info)".into());
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => {
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or("port must be 1-65535")?;
+                (host, port)
+            }
+            None => (authority, 443),
+        };
+        check_host(host)?;
+        Ok(Self {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// `HOST:PORT`, as named in the tunnel preamble.
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A DNS host name (letters, digits, `-`, dots between labels, at least two labels), not an IP.
+fn check_host(host: &str) -> Result<(), String> {
+    let bad = || format!("{host:?} is not a DNS host name");
+    if host.is_empty() || host.len() > MAX_HOST_LEN || !host.contains('.') {
+        return Err(bad());
+    }
+    for label in host.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !ok {
+            return Err(bad());
+        }
+    }
+    // A name whose last label is numeric would be read as an IPv4 address by resolvers and TLS.
+    if host
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!(
+            "{host:?} is an IP address; a host name is required"
+        ));
+    }
+    Ok(())
+}
+
+/// Validated KMS settings.
+#[derive(Clone)]
+pub struct KmsConfig {
+    /// Where KMS is (as the parent reaches it).
+    pub endpoint: Endpoint,
+    /// Signing region.
+    pub region: String,
+    /// The key id, ARN or alias.
+    pub key_id: String,
+    /// The parent's tunnel.
+    pub tunnel: Address,
+    /// Extra trusted CA certificates (PEM), from `--kms-ca-file`.
+    pub extra_ca_pem: Option<Vec<u8>>,
+    /// Forwarder port on 127.0.0.1 (0: ephemeral).
+    pub forward_port: u16,
+}
+
+impl std::fmt::Debug for KmsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsConfig")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("key_id", &self.key_id)
+            .field("tunnel", &self.tunnel)
+            .field("extra_ca", &self.extra_ca_pem.is_some())
+            .field("forward_port", &self.forward_port)
+            .finish()
+    }
+}
+
+impl KmsConfig {
+    /// Validates `flags`: `Ok(None)` when no KMS flag is given, `Ok(Some)` when the four required
+    /// ones are and every value is valid.
+    ///
+    /// # Errors
+    /// Every problem at once, one message each (the binary exits 64).
+    pub fn from_flags(flags: &KmsFlags) -> Result<Option<Self>, Vec<String>> {
+        let required = [
+            ("--kms-endpoint", flags.kms_endpoint.as_deref()),
+            ("--kms-region", flags.kms_region.as_deref()),
+            ("--kms-key-id", flags.kms_key_id.as_deref()),
+            ("--kms-tunnel", flags.kms_tunnel.as_deref()),
+        ];
+        let optional_given = flags.kms_ca_file.is_some() || flags.kms_forward_port.is_some();
+        if required.iter().all(|(_, v)| v.is_none()) && !optional_given {
+            return Ok(None);
+        }
+        let mut errors: Vec<String> = required
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(name, _)| {
+                format!("{name} is required when any --kms-* flag is given (all or nothing)")
+            })
+            .collect();
+        let endpoint = flags.kms_endpoint.as_deref().and_then(|url| {
+            Endpoint::parse(url)
+                .map_err(|e| errors.push(format!("--kms-endpoint {url:?}: {e}")))
+                .ok()
+        });
+        let region = flags.kms_region.as_deref().and_then(|r| {
+            check_region(r)
+                .map_err(|e| errors.push(format!("--kms-region {r:?}: {e}")))
+                .ok()
+        });
+        let key_id = flags.kms_key_id.as_deref().and_then(|k| {
+            check_key_id(k)
+                .map_err(|e| errors.push(format!("--kms-key-id: {e}")))
+                .ok()
+        });
+        let tunnel = flags.kms_tunnel.as_deref().and_then(|t| {
+            t.parse::<Address>()
+                .map_err(|e| errors.push(format!("--kms-tunnel: {e}")))
+                .ok()
+        });
+        let extra_ca_pem = flags.kms_ca_file.as_ref().and_then(|path| {
+            read_ca_file(path)
+                .map_err(|e| errors.push(format!("--kms-ca-file {}: {e}", path.display())))
+                .ok()
+        });
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let (Some(endpoint), Some(region), Some(key_id), Some(tunnel)) =
+            (endpoint, region, key_id, tunnel)
+        else {
+            unreachable!("every missing or invalid value pushed an error");
+        };
+        Ok(Some(Self {
+            forward_port: flags.kms_forward_port.unwrap_or(endpoint.port),
+            endpoint,
+            region,
+            key_id,
+            tunnel,
+            extra_ca_pem,
+        }))
+    }
+}
+
+/// `us-east-1`-shaped: lower-case letters, digits and `-`.
+fn check_region(region: &str) -> Result<String, String> {
+    if region.is_empty()
+        || region.len() > 32
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("expected a region name such as us-east-1".into());
+    }
+    Ok(region.to_owned())
+}
+
+/// A key id, key ARN or alias: printable ASCII without spaces, at most [`MAX_KEY_ID_LEN`].
+fn check_key_id(key_id: &str) -> Result<String, String> {
+    if key_id.is_empty() || key_id.len() > MAX_KEY_ID_LEN {
+        return Err(format!("must be 1-{MAX_KEY_ID_LEN} characters"));
+    }
+    if !key_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be printable ASCII without spaces".into());
+    }
+    Ok(key_id.to_owned())
+}
+
+/// Reads and checks a PEM file of CA certificates: at least one, every one a usable trust anchor.
+/// (The SDK's client panics on a certificate it cannot parse, so nothing unchecked reaches it.)
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    if pem.len() > MAX_CA_FILE_LEN {
+        return Err(format!("larger than {MAX_CA_FILE_LEN} bytes"));
+    }
+    super::http::check_ca_pem(&pem)?;
+    Ok(pem)
+}

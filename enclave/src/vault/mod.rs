@@ -1,0 +1,497 @@
+//! The vault: one per `owner_space` GUID, held in memory under a budget, persisted through the
+//! parent before any mutating request is answered (RPO 0).
+//!
+//! Lifecycle per vault (docs/VAULT.md has the diagram):
+//!
+//! ```text
+//! absent ──pin.setup──▶ unlocked ──idle / evict / restart──▶ locked ──pin.unlock──▶ unlocked
+//!    ▲                                                         │
+//!    └──────────────── signed Control vault.reset ─────────────┘   (lockout after N failures)
+//! ```
+//!
+//! - **absent**: no stored object. Only `pin.setup` is accepted; it creates the object with a
+//!   create-only write, so enrolment happens once (G5) even with two hosts racing.
+//! - **locked**: the enclave may hold M (from KMS) and `meta`, never the DEK. A PIN attempt is
+//!   counted and persisted *before* the PIN is evaluated, so killing the enclave mid-attempt never
+//!   yields a free guess.
+//! - **unlocked**: the DEK and the decrypted state are in memory until the idle timeout.
+//!
+//! Concurrency: each vault has its own async mutex, so requests for one user run one at a time
+//! (UTK single use and the attempt counter need that) while different users run in parallel.
+//! Argon2id (256 MiB each) runs on the blocking pool under a semaphore, so concurrent unlocks
+//! cannot exhaust enclave memory. Eviction drops only idle vaults; nothing needs persisting first
+//! because nothing is ever acknowledged before it is stored.
+
+pub mod args;
+mod ops;
+pub mod payload;
+pub mod record;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, Semaphore};
+use vettid_vault_crypto::{Dek, KdfParams, Material, Pin};
+
+use crate::reply::ClientError;
+use crate::sealing::{SealContext, SealError, Sealer};
+use record::{Meta, RecordError, State, StoredVault};
+use store::{StoreError, VaultStore};
+
+pub use ops::{dispatch, VaultAdminImpl};
+
+/// PIN attempt policy: the first `free_attempts` failures cost nothing; each later failure
+/// doubles a back-off starting at `backoff_base` (capped at `backoff_cap`); at `max_attempts`
+/// failures the vault is locked out until a signed `vault.reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinPolicy {
+    /// Failures without back-off.
+    pub free_attempts: u32,
+    /// Failures that lock the vault out.
+    pub max_attempts: u32,
+    /// First back-off.
+    pub backoff_base: Duration,
+    /// Longest back-off.
+    pub backoff_cap: Duration,
+}
+
+impl Default for PinPolicy {
+    fn default() -> Self {
+        Self {
+            free_attempts: 4,
+            max_attempts: 10,
+            backoff_base: Duration::from_secs(30),
+            backoff_cap: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl PinPolicy {
+    /// Back-off after `failures` failures.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        if failures < self.free_attempts.max(1) {
+            return Duration::ZERO;
+        }
+        let doublings = (failures - self.free_attempts.max(1)).min(20);
+        self.backoff_base
+            .saturating_mul(1 << doublings)
+            .min(self.backoff_cap)
+    }
+}
+
+/// Vault settings.
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    /// Most vaults held in memory.
+    pub max_vaults: usize,
+    /// Memory budget for cached vaults (estimated from their stored size).
+    pub cache_budget_bytes: usize,
+    /// Argon2id derivations at once (each holds `kdf.memory_bytes()`).
+    pub argon2_permits: usize,
+    /// An unlocked vault locks again after this long without a request.
+    pub idle_lock: Duration,
+    /// PIN attempt policy.
+    pub pin: PinPolicy,
+    /// Each storage call's limit.
+    pub storage_timeout: Duration,
+    /// Argon2id parameters (production: t=3, m=256 MiB, p=4).
+    pub kdf: KdfParams,
+    /// Most live UTKs per vault (oldest pruned first, G24).
+    pub max_utks: usize,
+    /// UTKs older than this are pruned.
+    pub utk_max_age: Duration,
+    /// Most secrets per vault.
+    pub max_secrets: usize,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        Self {
+            max_vaults: 160,
+            cache_budget_bytes: 256 * 1024 * 1024,
+            argon2_permits: 2,
+            idle_lock: Duration::from_secs(15 * 60),
+            pin: PinPolicy::default(),
+            storage_timeout: Duration::from_secs(10),
+            kdf: KdfParams::PRODUCTION,
+            max_utks: 16,
+            utk_max_age: Duration::from_secs(30 * 24 * 3600),
+            max_secrets: 1000,
+        }
+    }
+}
+
+/// A vault in memory.
+pub(crate) struct Loaded {
+    /// ETag of the stored object this reflects.
+    etag: String,
+    /// The stored object this reflects.
+    stored: StoredVault,
+    /// The vault material (from KMS).
+    material: Material,
+    /// Decrypted meta.
+    meta: Meta,
+    /// Present while unlocked.
+    unlocked: Option<Unlocked>,
+}
+
+pub(crate) struct Unlocked {
+    dek: Dek,
+    state: State,
+    last_activity: Instant,
+}
+
+/// One vault's slot: its lock guards it.
+#[derive(Default)]
+pub(crate) struct Slot {
+    vault: Option<Loaded>,
+    last_used: Option<Instant>,
+}
+
+/// Every vault this enclave holds, and what they share.
+pub struct Vaults {
+    config: VaultConfig,
+    store: VaultStore,
+    slots: Mutex<HashMap<String, Arc<AsyncMutex<Slot>>>>,
+    /// Highest stored version seen per vault (kept after eviction): older objects are replays.
+    seen: Mutex<HashMap<String, u64>>,
+    argon2: Arc<Semaphore>,
+}
+
+impl Vaults {
+    /// Vaults stored through `store`.
+    pub fn new(config: VaultConfig, store: VaultStore) -> Self {
+        Self {
+            argon2: Arc::new(Semaphore::new(config.argon2_permits.max(1))),
+            config,
+            store,
+            slots: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &VaultConfig {
+        &self.config
+    }
+
+    /// Vaults in memory, and how many of them are unlocked.
+    pub fn counts(&self) -> (usize, usize) {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = 0;
+        let mut unlocked = 0;
+        for slot in slots.values() {
+            if let Ok(s) = slot.try_lock() {
+                if let Some(v) = &s.vault {
+                    loaded += 1;
+                    if v.unlocked.is_some() {
+                        unlocked += 1;
+                    }
+                }
+            }
+        }
+        (loaded, unlocked)
+    }
+
+    /// Locks `vault`'s slot (waiting for any request in progress on it).
+    pub(crate) async fn slot(&self, vault: &str) -> OwnedMutexGuard<Slot> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.entry(vault.to_owned()).or_default().clone()
+        };
+        let mut guard = slot.lock_owned().await;
+        guard.last_used = Some(Instant::now());
+        guard
+    }
+
+    /// Drops idle vaults beyond the count or memory budget, least recently used first. Vaults
+    /// busy with a request are skipped. Nothing is lost: every acknowledged change is stored.
+    pub(crate) fn evict_over_budget(&self, keep: &str) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget empty, unused slots so the map stays bounded.
+        slots.retain(|_, s| {
+            Arc::strong_count(s) > 1 || s.try_lock().map(|g| g.vault.is_some()).unwrap_or(true)
+        });
+        let mut idle: Vec<(Instant, String, usize)> = Vec::new();
+        let mut count = 0;
+        let mut bytes = 0;
+        for (name, slot) in slots.iter() {
+            let Ok(s) = slot.try_lock() else {
+                count += 1;
+                continue;
+            };
+            if let Some(v) = &s.vault {
+                let size = estimated_size(v);
+                count += 1;
+                bytes += size;
+                if name != keep {
+                    idle.push((s.last_used.unwrap_or_else(Instant::now), name.clone(), size));
+                }
+            }
+        }
+        idle.sort();
+        for (_, name, size) in idle {
+            if count <= self.config.max_vaults && bytes <= self.config.cache_budget_bytes {
+                break;
+            }
+            if let Some(slot) = slots.get(&name) {
+                if let Ok(mut s) = slot.try_lock() {
+                    s.vault = None;
+                    count -= 1;
+                    bytes = bytes.saturating_sub(size);
+                    tracing::debug!(vault = %name, "vault evicted");
+                }
+            }
+        }
+    }
+
+    /// Refuses `version` if an equal-or-newer object of `vault` was seen... strictly older only:
+    /// re-reading the same version is normal.
+    fn check_fresh(&self, vault: &str, version: u64) -> Result<(), ClientError> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match seen.get(vault) {
+            Some(&max) if version < max => {
+                tracing::warn!(vault, version, seen = max, "stale vault object refused");
+                Err(ClientError::StaleVault)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn record_seen(&self, vault: &str, version: u64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = seen.entry(vault.to_owned()).or_insert(0);
+        *entry = (*entry).max(version);
+    }
+
+    /// Forgets `vault` entirely (after a signed reset): the next enrolment starts at version 1.
+    pub(crate) fn forget(&self, vault: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(vault);
+    }
+
+    /// Makes sure `slot` holds `vault`, loading it from storage (and M from KMS) if needed.
+    pub(crate) async fn load<'s>(
+        &self,
+        sealer: &dyn Sealer,
+        vault: &str,
+        slot: &'s mut Slot,
+    ) -> Result<&'s mut Loaded, ClientError> {
+        if slot.vault.is_none() {
+            let fetched = self
+                .store
+                .get(vault)
+                .await
+                .map_err(store_error)?
+                .ok_or(ClientError::NotEnrolled)?;
+            let stored = StoredVault::parse(vault, &fetched.body).map_err(record_error)?;
+            self.check_fresh(vault, stored.version)?;
+            let material = sealer
+                .unseal(&stored.material, &SealContext::vault_material(vault))
+                .await
+                .map_err(kms_error)?;
+            let meta = record::open_meta(&material, &stored).map_err(record_error)?;
+            self.record_seen(vault, stored.version);
+            slot.vault = Some(Loaded {
+                etag: fetched.etag,
+                stored,
+                material,
+                meta,
+                unlocked: None,
+            });
+        }
+        let loaded = slot.vault.as_mut().ok_or(ClientError::Internal)?;
+        // Lock on idle: the DEK does not outlive `idle_lock` without use.
+        if let Some(u) = &loaded.unlocked {
+            if u.last_activity.elapsed() > self.config.idle_lock {
+                loaded.unlocked = None;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// The stored object's current ETag.
+    pub(crate) async fn store_head(&self, vault: &str) -> Result<Option<String>, ClientError> {
+        self.store.head(vault).await.map_err(store_error)
+    }
+
+    /// Whether `vault` exists in storage (without KMS).
+    pub(crate) async fn exists(&self, vault: &str) -> Result<bool, ClientError> {
+        Ok(self.store.head(vault).await.map_err(store_error)?.is_some())
+    }
+
+    /// Writes a new version of `loaded` with `meta` and, when given, a new `state` sealed under
+    /// `dek`; only on success does the in-memory vault change. On a conflict the cached copy is
+    /// dropped so the next request reloads what the other writer stored.
+    pub(crate) async fn commit(
+        &self,
+        vault: &str,
+        slot: &mut Slot,
+        mut meta: Meta,
+        state: Option<(Dek, State)>,
+    ) -> Result<(), ClientError> {
+        let loaded = slot.vault.as_ref().ok_or(ClientError::Internal)?;
+        let version = loaded.stored.version + 1;
+        let sealed_state = match &state {
+            Some((dek, st)) => {
+                meta.state_version += 1;
+                record::seal_state(dek, vault, meta.state_version, st).map_err(record_error)?
+            }
+            None => loaded.stored.state.clone(),
+        };
+        let stored = StoredVault {
+            format: record::FORMAT,
+            vault: vault.to_owned(),
+            version,
+            material: loaded.stored.material.clone(),
+            meta: record::seal_meta(&loaded.material, vault, version, &meta)
+                .map_err(record_error)?,
+            state: sealed_state,
+        };
+        let bytes = stored.to_bytes().map_err(record_error)?;
+        match self.store.put(vault, bytes, Some(&loaded.etag)).await {
+            Ok(etag) => {
+                self.record_seen(vault, version);
+                let loaded = slot.vault.as_mut().ok_or(ClientError::Internal)?;
+                loaded.etag = etag;
+                loaded.stored = stored;
+                loaded.meta = meta;
+                if let Some((dek, st)) = state {
+                    loaded.unlocked = Some(Unlocked {
+                        dek,
+                        state: st,
+                        last_activity: Instant::now(),
+                    });
+                }
+                Ok(())
+            }
+            Err(StoreError::Conflict) => {
+                tracing::warn!(vault, "vault changed on another host; cached copy dropped");
+                slot.vault = None;
+                Err(ClientError::StorageConflict)
+            }
+            Err(StoreError::Unavailable) => Err(ClientError::StorageUnavailable),
+        }
+    }
+
+    /// Writes a brand-new vault (create-only).
+    pub(crate) async fn create(
+        &self,
+        vault: &str,
+        slot: &mut Slot,
+        material: Material,
+        material_blob: Vec<u8>,
+        mut meta: Meta,
+        dek: Dek,
+        state: State,
+    ) -> Result<(), ClientError> {
+        meta.state_version = 1;
+        let stored = StoredVault {
+            format: record::FORMAT,
+            vault: vault.to_owned(),
+            version: 1,
+            material: material_blob,
+            meta: record::seal_meta(&material, vault, 1, &meta).map_err(record_error)?,
+            state: record::seal_state(&dek, vault, 1, &state).map_err(record_error)?,
+        };
+        let bytes = stored.to_bytes().map_err(record_error)?;
+        match self.store.put(vault, bytes, None).await {
+            Ok(etag) => {
+                self.record_seen(vault, 1);
+                slot.vault = Some(Loaded {
+                    etag,
+                    stored,
+                    material,
+                    meta,
+                    unlocked: Some(Unlocked {
+                        dek,
+                        state,
+                        last_activity: Instant::now(),
+                    }),
+                });
+                Ok(())
+            }
+            Err(StoreError::Conflict) => Err(ClientError::AlreadyEnrolled),
+            Err(StoreError::Unavailable) => Err(ClientError::StorageUnavailable),
+        }
+    }
+
+    /// Deletes `vault` from storage and memory (signed reset).
+    pub(crate) async fn delete(&self, vault: &str, slot: &mut Slot) -> Result<bool, ClientError> {
+        let existed = self.store.delete(vault).await.map_err(store_error)?;
+        slot.vault = None;
+        self.forget(vault);
+        Ok(existed)
+    }
+
+    /// Argon2id on the blocking pool under the memory semaphore.
+    pub(crate) async fn derive_dek(
+        &self,
+        pin: Pin,
+        material: &Material,
+        vault: &str,
+    ) -> Result<Dek, ClientError> {
+        let permit = self
+            .argon2
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ClientError::Internal)?;
+        let material = Material::from_bytes(*material.expose());
+        let vault = vault.to_owned();
+        let params = self.config.kdf;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            vettid_vault_crypto::derive_dek(&pin, &material, &vault, &params)
+        })
+        .await
+        .map_err(|_| ClientError::Internal)?
+        .map_err(|e| {
+            tracing::error!(error = %e, "DEK derivation failed");
+            ClientError::Internal
+        })
+    }
+}
+
+/// Stored size plus a fixed overhead for the decrypted copies.
+fn estimated_size(v: &Loaded) -> usize {
+    v.stored.meta.len() + v.stored.state.len() * 2 + v.stored.material.len() + 4096
+}
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn store_error(e: StoreError) -> ClientError {
+    match e {
+        StoreError::Conflict => ClientError::StorageConflict,
+        StoreError::Unavailable => ClientError::StorageUnavailable,
+    }
+}
+
+fn record_error(e: RecordError) -> ClientError {
+    match e {
+        RecordError::Stale => ClientError::StaleVault,
+        RecordError::Malformed | RecordError::Tampered => {
+            tracing::error!(error = %e, "stored vault refused");
+            ClientError::CorruptVault
+        }
+        RecordError::Internal => ClientError::Internal,
+    }
+}
+
+fn kms_error(e: SealError) -> ClientError {
+    tracing::error!(code = e.code(), "KMS unseal failed");
+    ClientError::Kms(e)
+}
+
+#[cfg(test)]
+mod tests;
