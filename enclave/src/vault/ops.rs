@@ -562,6 +562,20 @@ impl Ctx<'_> {
         Ok(object(json!({"status": "deleted", "new_utks": new_utks})))
     }
 
+    /// Secrets operations carry the app's password hash inside the UTK envelope: a bearer secret
+    /// the host never sees in clear, so a host replaying UTK public keys it observed cannot drive
+    /// the user's secrets while the vault is unlocked.
+    fn authorize(state: &State, plain: &Map<String, Value>) -> Result<(), ClientError> {
+        let credential = state.credential.as_ref().ok_or(ClientError::NoCredential)?;
+        let stored =
+            PhcHash::parse(&credential.password_hash).map_err(|_| ClientError::CorruptVault)?;
+        if stored.matches(payload::string(plain, "password_hash")?) {
+            Ok(())
+        } else {
+            Err(ClientError::PasswordMismatch)
+        }
+    }
+
     fn secret_fields(
         plain: &Map<String, Value>,
     ) -> Result<(Option<String>, Option<String>, Option<String>), ClientError> {
@@ -575,6 +589,7 @@ impl Ctx<'_> {
     async fn secrets_add(&self, body: &Map<String, Value>) -> Reply {
         let (mut slot, mut state, dek) = self.unlocked().await?;
         let plain = self.open_utk(&mut state, body)?;
+        Self::authorize(&state, &plain)?;
         let (name, value, category) = Self::secret_fields(&plain)?;
         let name = name
             .filter(|n| !n.is_empty())
@@ -606,6 +621,7 @@ impl Ctx<'_> {
     async fn secrets_update(&self, body: &Map<String, Value>) -> Reply {
         let (mut slot, mut state, dek) = self.unlocked().await?;
         let plain = self.open_utk(&mut state, body)?;
+        Self::authorize(&state, &plain)?;
         let id = payload::string(&plain, "id")?.to_owned();
         let (name, value, category) = Self::secret_fields(&plain)?;
         let secret = state
@@ -663,6 +679,7 @@ impl Ctx<'_> {
     async fn secrets_retrieve(&self, body: &Map<String, Value>) -> Reply {
         let (mut slot, mut state, dek) = self.unlocked().await?;
         let plain = self.open_utk(&mut state, body)?;
+        Self::authorize(&state, &plain)?;
         let id = payload::string(&plain, "id")?.to_owned();
         let key = Self::reply_key(&plain)?;
         let secret = state.secrets.get(&id).ok_or(ClientError::SecretNotFound)?;
@@ -681,6 +698,7 @@ impl Ctx<'_> {
     async fn secrets_delete(&self, body: &Map<String, Value>) -> Reply {
         let (mut slot, mut state, dek) = self.unlocked().await?;
         let plain = self.open_utk(&mut state, body)?;
+        Self::authorize(&state, &plain)?;
         let id = payload::string(&plain, "id")?.to_owned();
         state
             .secrets
@@ -696,6 +714,7 @@ impl Ctx<'_> {
     async fn secrets_list(&self, body: &Map<String, Value>) -> Reply {
         let (mut slot, mut state, dek) = self.unlocked().await?;
         let plain = self.open_utk(&mut state, body)?;
+        Self::authorize(&state, &plain)?;
         let key = Self::reply_key(&plain)?;
         let list: Vec<Value> = state
             .secrets

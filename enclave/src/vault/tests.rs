@@ -284,7 +284,7 @@ async fn enrol_credential_unlock_secrets_and_pin_change() {
             "u1",
             "secrets.add",
             &live.remove(0),
-            json!({"name": "bank", "value": "hunter2"}),
+            json!({"name": "bank", "value": "hunter2", "password_hash": PHC}),
         )
         .await;
     assert_eq!(r["status"], "added", "{r}");
@@ -297,7 +297,7 @@ async fn enrol_credential_unlock_secrets_and_pin_change() {
             "u1",
             "secrets.retrieve",
             &live.remove(0),
-            json!({"id": secret_id, "reply_key": B64.encode(reply_pub)}),
+            json!({"id": secret_id, "reply_key": B64.encode(reply_pub), "password_hash": PHC}),
         )
         .await;
     assert_eq!(r["status"], "retrieved", "{r}");
@@ -471,6 +471,8 @@ async fn two_enclaves_one_wins_the_other_conflicts_nothing_lost() {
     let r = a.setup("u8", "1234").await;
     let ecies = key(&r["ecies_public_key"]);
     let mut live = utks(&r["utks"]);
+    let r = a.utk_op("u8", "credential.create", &live.remove(0), json!({"password_hash": PHC})).await;
+    assert_eq!(r["status"], "created", "{r}");
     // Enclave B unlocks the same vault (cold: it reads A's object).
     let b = restart(&a).await;
     let (id, _) = live.remove(0);
@@ -484,7 +486,7 @@ async fn two_enclaves_one_wins_the_other_conflicts_nothing_lost() {
             "u8",
             "secrets.add",
             &live.remove(0),
-            json!({"name": "a", "value": "1"}),
+            json!({"name": "a", "value": "1", "password_hash": PHC}),
         )
         .await;
     assert_eq!(code(&r), "storage_conflict", "{r}");
@@ -494,7 +496,7 @@ async fn two_enclaves_one_wins_the_other_conflicts_nothing_lost() {
             "u8",
             "secrets.add",
             &live.remove(0),
-            json!({"name": "b", "value": "2"}),
+            json!({"name": "b", "value": "2", "password_hash": PHC}),
         )
         .await;
     assert_eq!(r["status"], "added", "{r}");
@@ -511,7 +513,7 @@ async fn two_enclaves_one_wins_the_other_conflicts_nothing_lost() {
             "u8",
             "secrets.list",
             &live.remove(0),
-            json!({"reply_key": B64.encode(reply_pub)}),
+            json!({"reply_key": B64.encode(reply_pub), "password_hash": PHC}),
         )
         .await;
     assert_eq!(r["count"], 1, "{r}");
@@ -636,4 +638,22 @@ async fn unsigned_reset_is_refused() {
         .await;
     let v: Value = serde_json::from_slice(reply.reply.as_ref().unwrap()).unwrap();
     assert_eq!(code(&v), "unsigned_reset_refused");
+}
+
+#[tokio::test]
+async fn secrets_need_the_password_hash_inside_the_envelope() {
+    let h = harness().await;
+    let r = h.setup("u12", "1234").await;
+    let mut live = utks(&r["utks"]);
+    let r = h.utk_op("u12", "secrets.add", &live.remove(0), json!({"name": "n", "value": "v"})).await;
+    assert_eq!(code(&r), "no_credential", "{r}");
+    let r = h.utk_op("u12", "credential.create", &live.remove(0), json!({"password_hash": PHC})).await;
+    assert_eq!(r["status"], "created", "{r}");
+    let r = h.utk_op("u12", "secrets.add", &live.remove(0), json!({"name": "n", "value": "v"})).await;
+    assert_eq!(code(&r), "bad_field", "{r}");
+    let other = PHC.replace("MTIz", "OTIz");
+    let r = h
+        .utk_op("u12", "secrets.add", &live.remove(0), json!({"name": "n", "value": "v", "password_hash": other}))
+        .await;
+    assert_eq!(code(&r), "password_mismatch", "{r}");
 }
