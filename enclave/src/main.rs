@@ -46,6 +46,10 @@ struct Args {
     /// Vault settings (PIN policy, cache, Argon2 concurrency).
     #[command(flatten)]
     vault: vettid_enclave::vault::args::VaultArgs,
+    /// KMS (sealing vault material): all of --kms-endpoint, --kms-region, --kms-key-id and
+    /// --kms-tunnel, or none (then vault operations answer KMSNotConfigured).
+    #[command(flatten)]
+    kms: vettid_enclave::kms::KmsFlags,
     /// Print build facts (version, whether the mock NSM is compiled in) as JSON and exit.
     #[arg(long)]
     build_info: bool,
@@ -96,6 +100,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    let kms = match vettid_enclave::kms::KmsConfig::from_flags(&args.kms) {
+        Ok(k) => k,
+        Err(errors) => {
+            for e in errors {
+                tracing::error!(error = %e, "invalid KMS configuration");
+            }
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     let nsm = match open_nsm(&args) {
         Ok(nsm) => nsm,
         Err(e) => {
@@ -112,7 +125,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_OSERR);
         }
     };
-    runtime.block_on(run(config, vault, nsm, control, logs))
+    runtime.block_on(run(config, vault, kms, nsm, control, logs))
 }
 
 /// The control verifier from `--control-keys` and `--enclave-id`, reporting every error at once.
@@ -152,17 +165,41 @@ fn control_state(args: &Args) -> Result<ControlState, Vec<String>> {
 async fn run(
     config: EnclaveConfig,
     vault: vettid_enclave::vault::VaultConfig,
+    kms: Option<vettid_enclave::kms::KmsConfig>,
     nsm: Arc<dyn vettid_nsm::Nsm>,
     control: ControlState,
     logs: tokio::sync::mpsc::Receiver<vettid_protocol::LogEvent>,
 ) -> ExitCode {
     let state = match EnclaveState::new(config.clone(), nsm) {
-        Ok(s) => Arc::new(s.with_control(control).with_vault_config(vault)),
+        Ok(s) => s.with_control(control).with_vault_config(vault),
         Err(e) => {
             tracing::error!(error = %e, "the NSM cannot describe itself");
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
+    let state = match kms {
+        None => {
+            tracing::warn!(
+                code = "KMSNotConfigured",
+                "no --kms-* flags: vault operations will be refused"
+            );
+            state
+        }
+        Some(kms) => {
+            // Credentials come from whichever parent connection is up when the SDK needs them.
+            let credentials = Arc::new(vettid_enclave::kms::ParentCredentials::new(
+                state.parent.clone(),
+            ));
+            match vettid_enclave::kms::Kms::start(kms, state.nsm.clone(), credentials).await {
+                Ok(kms) => state.with_sealer(Arc::new(kms)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the KMS client");
+                    return ExitCode::from(EX_OSERR);
+                }
+            }
+        }
+    };
+    let state = Arc::new(state);
     let listener = match Listener::bind(&config.listen).await {
         Ok(l) => l,
         Err(e) => {

@@ -26,7 +26,7 @@ async fn self_signed_https_serves_clients_trusting_the_dev_ca_across_restarts() 
     let flags = self_signed(dir.path());
     let mut server = Server::start_in(dir, &args(&flags));
     assert!(
-        server.log().contains("listening on https://"),
+        server.log_contains("listening on https://"),
         "{}",
         server.log()
     );

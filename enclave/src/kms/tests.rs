@@ -191,3 +191,52 @@ async fn a_silent_tunnel_times_out() {
     let err = open_tunnel(&addr, "kms.vettid.test:1").await.unwrap_err();
     assert!(matches!(err, TunnelError::Timeout), "{err}");
 }
+
+/// A tunnel peer that answers `ok` to every preamble and echoes the bytes after it.
+async fn echo_tunnel() -> Address {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = Address::Tcp(listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                let mut line = String::new();
+                stream.read_line(&mut line).await.unwrap();
+                assert_eq!(line, "vettid-tunnel-v1 kms.vettid.test:443\n");
+                stream.get_mut().write_all(b"ok\n").await.unwrap();
+                let (mut r, mut w) = tokio::io::split(stream);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_forwarder_relays_bytes_and_stops_accepting_when_dropped() {
+    use tokio::io::AsyncReadExt;
+    let tunnel = echo_tunnel().await;
+    let forwarder = super::Forwarder::start(0, tunnel, "kms.vettid.test:443".into())
+        .await
+        .unwrap();
+    let addr = forwarder.local_addr();
+    assert!(addr.ip().is_loopback());
+    for _ in 0..3 {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"client hello").await.unwrap();
+        let mut back = [0u8; 12];
+        conn.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"client hello");
+    }
+    assert!(forwarder.is_running());
+    drop(forwarder);
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(refused, "the forwarder still accepts after being dropped");
+}

@@ -143,6 +143,15 @@ pub(crate) struct Unlocked {
     last_activity: Instant,
 }
 
+/// What enrolment creates.
+pub(crate) struct NewVault {
+    pub(crate) material: Material,
+    pub(crate) material_blob: Vec<u8>,
+    pub(crate) meta: Meta,
+    pub(crate) dek: Dek,
+    pub(crate) state: State,
+}
+
 /// One vault's slot: its lock guards it.
 #[derive(Default)]
 pub(crate) struct Slot {
@@ -383,12 +392,15 @@ impl Vaults {
         &self,
         vault: &str,
         slot: &mut Slot,
-        material: Material,
-        material_blob: Vec<u8>,
-        mut meta: Meta,
-        dek: Dek,
-        state: State,
+        new: NewVault,
     ) -> Result<(), ClientError> {
+        let NewVault {
+            material,
+            material_blob,
+            mut meta,
+            dek,
+            state,
+        } = new;
         meta.state_version = 1;
         let stored = StoredVault {
             format: record::FORMAT,

@@ -85,6 +85,13 @@ struct Ctx<'a> {
 
 type Reply = Result<Map<String, Value>, ClientError>;
 
+/// The optional fields of a secrets request.
+struct SecretFields {
+    name: Option<String>,
+    value: Option<String>,
+    category: Option<String>,
+}
+
 fn object(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
@@ -323,7 +330,17 @@ impl Ctx<'_> {
         let utks = self.add_utks(&mut state, UTKS_AT_SETUP)?;
         let ecies_public = b64(&meta.ecies.public);
         self.vaults
-            .create(self.owner, &mut slot, material, blob, meta, dek, state)
+            .create(
+                self.owner,
+                &mut slot,
+                super::NewVault {
+                    material,
+                    material_blob: blob,
+                    meta,
+                    dek,
+                    state,
+                },
+            )
             .await?;
         tracing::info!(vault = self.owner, "vault enrolled");
         Ok(object(json!({
@@ -576,21 +593,24 @@ impl Ctx<'_> {
         }
     }
 
-    fn secret_fields(
-        plain: &Map<String, Value>,
-    ) -> Result<(Option<String>, Option<String>, Option<String>), ClientError> {
-        Ok((
-            payload::opt_string(plain, "name", MAX_SECRET_NAME)?.map(str::to_owned),
-            payload::opt_string(plain, "value", MAX_SECRET_VALUE)?.map(str::to_owned),
-            payload::opt_string(plain, "category", MAX_SECRET_NAME)?.map(str::to_owned),
-        ))
+    fn secret_fields(plain: &Map<String, Value>) -> Result<SecretFields, ClientError> {
+        let field = |name, max| payload::opt_string(plain, name, max).map(|v| v.map(str::to_owned));
+        Ok(SecretFields {
+            name: field("name", MAX_SECRET_NAME)?,
+            value: field("value", MAX_SECRET_VALUE)?,
+            category: field("category", MAX_SECRET_NAME)?,
+        })
     }
 
     async fn secrets_add(&self, body: &Map<String, Value>) -> Reply {
         let (mut slot, mut state, dek) = self.unlocked().await?;
         let plain = self.open_utk(&mut state, body)?;
         Self::authorize(&state, &plain)?;
-        let (name, value, category) = Self::secret_fields(&plain)?;
+        let SecretFields {
+            name,
+            value,
+            category,
+        } = Self::secret_fields(&plain)?;
         let name = name
             .filter(|n| !n.is_empty())
             .ok_or(ClientError::BadField("name"))?;
@@ -623,7 +643,11 @@ impl Ctx<'_> {
         let plain = self.open_utk(&mut state, body)?;
         Self::authorize(&state, &plain)?;
         let id = payload::string(&plain, "id")?.to_owned();
-        let (name, value, category) = Self::secret_fields(&plain)?;
+        let SecretFields {
+            name,
+            value,
+            category,
+        } = Self::secret_fields(&plain)?;
         let secret = state
             .secrets
             .get_mut(&id)

@@ -471,7 +471,14 @@ async fn two_enclaves_one_wins_the_other_conflicts_nothing_lost() {
     let r = a.setup("u8", "1234").await;
     let ecies = key(&r["ecies_public_key"]);
     let mut live = utks(&r["utks"]);
-    let r = a.utk_op("u8", "credential.create", &live.remove(0), json!({"password_hash": PHC})).await;
+    let r = a
+        .utk_op(
+            "u8",
+            "credential.create",
+            &live.remove(0),
+            json!({"password_hash": PHC}),
+        )
+        .await;
     assert_eq!(r["status"], "created", "{r}");
     // Enclave B unlocks the same vault (cold: it reads A's object).
     let b = restart(&a).await;
@@ -645,15 +652,41 @@ async fn secrets_need_the_password_hash_inside_the_envelope() {
     let h = harness().await;
     let r = h.setup("u12", "1234").await;
     let mut live = utks(&r["utks"]);
-    let r = h.utk_op("u12", "secrets.add", &live.remove(0), json!({"name": "n", "value": "v"})).await;
+    let r = h
+        .utk_op(
+            "u12",
+            "secrets.add",
+            &live.remove(0),
+            json!({"name": "n", "value": "v"}),
+        )
+        .await;
     assert_eq!(code(&r), "no_credential", "{r}");
-    let r = h.utk_op("u12", "credential.create", &live.remove(0), json!({"password_hash": PHC})).await;
+    let r = h
+        .utk_op(
+            "u12",
+            "credential.create",
+            &live.remove(0),
+            json!({"password_hash": PHC}),
+        )
+        .await;
     assert_eq!(r["status"], "created", "{r}");
-    let r = h.utk_op("u12", "secrets.add", &live.remove(0), json!({"name": "n", "value": "v"})).await;
+    let r = h
+        .utk_op(
+            "u12",
+            "secrets.add",
+            &live.remove(0),
+            json!({"name": "n", "value": "v"}),
+        )
+        .await;
     assert_eq!(code(&r), "bad_field", "{r}");
     let other = PHC.replace("MTIz", "OTIz");
     let r = h
-        .utk_op("u12", "secrets.add", &live.remove(0), json!({"name": "n", "value": "v", "password_hash": other}))
+        .utk_op(
+            "u12",
+            "secrets.add",
+            &live.remove(0),
+            json!({"name": "n", "value": "v", "password_hash": other}),
+        )
         .await;
     assert_eq!(code(&r), "password_mismatch", "{r}");
 }

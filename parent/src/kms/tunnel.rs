@@ -165,7 +165,13 @@ async fn serve(
     mut close: watch::Receiver<bool>,
 ) {
     let metrics = &shared.metrics;
-    let target = match tokio::time::timeout(PREAMBLE_TIMEOUT, read_preamble(&mut stream)).await {
+    // Until the tunnel is open, the close signal (drain grace over) ends it at once: a client
+    // still sending its preamble or a slow connect must not hold shutdown up.
+    let preamble = tokio::select! {
+        r = tokio::time::timeout(PREAMBLE_TIMEOUT, read_preamble(&mut stream)) => r,
+        _ = crate::signalled(&mut close) => return,
+    };
+    let target = match preamble {
         Ok(Ok(target)) => target,
         Ok(Err(e)) => {
             metrics.kms_tunnel(TunnelOutcome::BadPreamble);
@@ -186,7 +192,11 @@ async fn serve(
         return refuse(stream, Reply::Denied).await;
     }
     let connect = TcpStream::connect((target.host(), target.port()));
-    let upstream = match tokio::time::timeout(shared.connect_timeout, connect).await {
+    let connected = tokio::select! {
+        r = tokio::time::timeout(shared.connect_timeout, connect) => r,
+        _ = crate::signalled(&mut close) => return,
+    };
+    let upstream = match connected {
         Ok(Ok(s)) => s,
         result => {
             let error = match result {
@@ -199,11 +209,11 @@ async fn serve(
         }
     };
     let _ = upstream.set_nodelay(true);
+    metrics.kms_tunnel(TunnelOutcome::Ok);
     if let Err(e) = stream.write_all(Reply::Ok.line()).await {
         tracing::info!(%peer, upstream = %target, error = %e, "enclave left before the tunnel opened");
         return;
     }
-    metrics.kms_tunnel(TunnelOutcome::Ok);
     metrics.kms_tunnels_active.inc();
     tracing::info!(%peer, upstream = %target, outcome = "ok", "kms tunnel open");
     let started = Instant::now();
