@@ -65,11 +65,16 @@ const EX_OSERR: u8 = 71;
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.build_info {
-        let info = serde_json::json!({
+        let mut info = serde_json::json!({
             "version": vettid_enclave::VERSION,
             "mock_nsm": vettid_nsm::MOCK_COMPILED_IN,
             "protocol_version": vettid_protocol::PROTOCOL_VERSION,
         });
+        // Dev builds: the PCR0 this binary will report and (with --dev-dir) the mock root, created
+        // if missing, so a local KMS can be configured before the enclave starts.
+        if let Some(dev) = dev_build_info(&args) {
+            info["dev"] = dev;
+        }
         #[allow(clippy::print_stdout)]
         {
             println!("{info}");
@@ -253,6 +258,23 @@ fn open_nsm(args: &Args) -> Result<Arc<dyn vettid_nsm::Nsm>, String> {
         "DEV BUILD: using the MOCK NSM. Attestation documents are signed by a local CA and prove nothing. Never deploy this binary."
     );
     Ok(Arc::new(nsm))
+}
+
+#[cfg(feature = "dev")]
+fn dev_build_info(args: &Args) -> Option<serde_json::Value> {
+    let nsm = open_nsm(args).ok()?;
+    let description = nsm.describe().ok()?;
+    let pcr0 = description.pcrs.get(&0).map(hex::encode);
+    let root = args
+        .dev_dir
+        .as_ref()
+        .map(|d| d.join("mock-root.pem").display().to_string());
+    Some(serde_json::json!({"pcr0": pcr0, "mock_root": root}))
+}
+
+#[cfg(not(feature = "dev"))]
+fn dev_build_info(_args: &Args) -> Option<serde_json::Value> {
+    None
 }
 
 #[cfg(not(feature = "dev"))]

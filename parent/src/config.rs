@@ -702,6 +702,32 @@ mod tests {
     }
 
     #[test]
+    fn kms_resolve_pins_allowed_hosts_only() {
+        let file = format!(
+            "{PCRS}[kms]\nallow = [\"kms.vettid.test:4443\"]\n\
+             resolve = {{ \"KMS.vettid.test\" = \"127.0.0.1\" }}\n"
+        );
+        let kms = Config::load(Some(&file), &Overrides::default())
+            .unwrap()
+            .kms
+            .unwrap();
+        assert_eq!(
+            kms.resolve.get("kms.vettid.test").map(ToString::to_string),
+            Some("127.0.0.1".into())
+        );
+        let file = format!(
+            "{PCRS}[kms]\nallow = [\"kms.vettid.test:4443\"]\n\
+             resolve = {{ \"other.test\" = \"127.0.0.1\", \"kms.vettid.test\" = \"nope\" }}\n"
+        );
+        let err = Config::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err
+            .to_string()
+            .contains("not the host of any kms.allow entry"));
+        assert!(err.to_string().contains("not an IP address"));
+    }
+
+    #[test]
     fn unknown_kms_keys_are_refused() {
         let file = format!("{PCRS}[kms]\nallowed = [\"kms.amazonaws.com:443\"]\n");
         let err = Config::load(Some(&file), &Overrides::default()).unwrap_err();

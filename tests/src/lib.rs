@@ -11,6 +11,7 @@
 pub mod app;
 pub mod faults;
 pub mod http;
+pub mod kms;
 pub mod load;
 pub mod proc;
 pub mod system;

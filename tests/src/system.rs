@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::kms::{KmsEndpoint, KmsOptions, LocalKms};
 use crate::proc::{assert_dev_enclave, bin_path, free_port, Child, NatsServer};
 
 /// Knobs for [`System::start`].
@@ -27,6 +28,13 @@ pub struct SystemOptions {
     pub parent_env: Vec<(String, String)>,
     /// Extra arguments for `vettid-enclave` (e.g. `--control-keys FILE --enclave-id test-host`).
     pub enclave_args: Vec<String>,
+    /// Run a local KMS (or, on a second host, share the first host's) and give the enclave its
+    /// vault: KMS flags for the enclave, a `[kms]` tunnel for the parent.
+    pub kms: Option<KmsOptions>,
+    /// Where the parent connects instead of the enclave's socket (a recording proxy in tests).
+    pub parent_enclave_address: Option<String>,
+    /// The enclave's socket path (default: `enclave.sock` in the system's directory).
+    pub enclave_socket: Option<PathBuf>,
 }
 
 /// A running system. Everything is killed when it is dropped.
@@ -36,6 +44,9 @@ pub struct System {
     pub enclave: Option<Child>,
     pub parent: Option<Child>,
     pub http_port: u16,
+    /// The local KMS this system started (the first host of a pair).
+    pub kms: Option<LocalKms>,
+    kms_endpoint: Option<KmsEndpoint>,
     opts: SystemOptions,
 }
 
@@ -45,17 +56,42 @@ impl System {
         Self::start_on(None, opts)
     }
 
-    /// A second host: its own enclave and parent, on `first`'s nats-server (same queue group).
-    pub fn start_second_host(first: &System, opts: SystemOptions) -> Self {
-        Self::start_on(Some(&first.nats), opts)
+    /// The parent's KMS tunnel address.
+    pub fn kms_tunnel(&self) -> String {
+        format!(
+            "unix://{}",
+            self.dir.path().join("kms-tunnel.sock").display()
+        )
     }
 
-    fn start_on(shared_nats: Option<&NatsServer>, opts: SystemOptions) -> Self {
+    /// A second host: its own enclave and parent, on `first`'s nats-server (same queue group).
+    pub fn start_second_host(first: &System, opts: SystemOptions) -> Self {
+        Self::start_on(Some(first), opts)
+    }
+
+    fn start_on(first: Option<&System>, opts: SystemOptions) -> Self {
         assert_dev_enclave();
         let dir = tempfile::tempdir().expect("tempdir");
-        let nats = match shared_nats {
-            Some(n) => NatsServer::shared(n),
+        let nats = match first {
+            Some(f) => NatsServer::shared(&f.nats),
             None => NatsServer::start(dir.path()),
+        };
+        let (kms, kms_endpoint) = match (&opts.kms, first.and_then(|f| f.kms_endpoint.clone())) {
+            (None, _) => (None, None),
+            // A second host shares the first's KMS, so it needs the same mock NSM root (on real
+            // hardware both enclaves chain to the AWS root anyway).
+            (Some(_), Some(endpoint)) => {
+                let from = first.map(|f| f.dir.path().to_owned()).unwrap_or_default();
+                for name in ["mock-root.pem", "mock-root.key"] {
+                    std::fs::copy(from.join(name), dir.path().join(name)).expect("copy mock root");
+                }
+                (None, Some(endpoint))
+            }
+            (Some(k), None) => {
+                let kms = LocalKms::start(dir.path(), k.clone());
+                let endpoint = kms.endpoint();
+                (Some(kms), Some(endpoint))
+            }
         };
         let mut s = Self {
             dir,
@@ -63,6 +99,8 @@ impl System {
             enclave: None,
             parent: None,
             http_port: free_port(),
+            kms,
+            kms_endpoint,
             opts,
         };
         s.start_enclave();
@@ -83,7 +121,10 @@ impl System {
 
     /// The enclave's socket path.
     pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("enclave.sock")
+        self.opts
+            .enclave_socket
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("enclave.sock"))
     }
 
     /// `unix://…` address of the enclave.
@@ -107,7 +148,11 @@ impl System {
             .arg("--dev-dir")
             .arg(self.dir.path())
             .args(&self.opts.enclave_args);
+        if let Some(k) = &self.kms_endpoint {
+            cmd.args(k.enclave_args(&self.kms_tunnel()));
+        }
         let started = Instant::now();
+        let _ = std::fs::remove_file(self.socket());
         let child = Child::spawn("vettid-enclave", cmd, &self.dir.path().join("enclave.log"));
         self.enclave = Some(child);
         while started.elapsed() < Duration::from_secs(10) {
@@ -116,7 +161,8 @@ impl System {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("enclave socket did not appear");
+        let log = self.enclave.as_ref().map(Child::log).unwrap_or_default();
+        panic!("enclave socket did not appear; enclave log:\n{log}");
     }
 
     /// SIGKILLs the enclave.
@@ -144,18 +190,37 @@ impl System {
         let toml = format!(
             "enclave_id = \"test-host\"\n[nats]\nurl = \"{}\"\n[enclave]\naddress = \"{}\"\nrequest_timeout_ms = 5000\n[http]\nlisten = \"127.0.0.1:{}\"\n[storage]\nbackend = \"fs\"\nfs.root = \"{}\"\n{}\n{}\n",
             self.nats.url(),
-            self.enclave_addr(),
+            self.opts
+                .parent_enclave_address
+                .clone()
+                .unwrap_or_else(|| self.enclave_addr()),
             self.http_port,
             self.opts.storage_root.clone().unwrap_or_else(|| self.dir.path().join("objects")).display(),
             self.opts.parent_toml,
             attestation,
         );
+        let toml = match &self.kms_endpoint {
+            Some(k) => format!(
+                "{toml}{}",
+                k.parent_toml(
+                    &self.kms_tunnel(),
+                    self.opts
+                        .kms
+                        .as_ref()
+                        .and_then(|o| o.parent_allow.as_deref())
+                )
+            ),
+            None => toml,
+        };
         std::fs::write(&config, toml).expect("write parent.toml");
         let mut cmd = Command::new(bin_path("vettid-parent"));
         cmd.arg("--config")
             .arg(&config)
             .args(&self.opts.parent_args)
             .envs(self.opts.parent_env.iter().map(|(k, v)| (k, v)));
+        if self.kms_endpoint.is_some() {
+            cmd.envs(crate::kms::parent_env());
+        }
         self.parent = Some(Child::spawn(
             "vettid-parent",
             cmd,

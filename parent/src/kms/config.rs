@@ -40,6 +40,9 @@ pub const MAX_ALLOW_ENTRIES: usize = 256;
 pub(crate) struct KmsFile {
     tunnel_listen: String,
     allow: Vec<String>,
+    /// Fixed addresses for allow-listed host names, like `curl --resolve`: for a KMS VPC
+    /// endpoint without private DNS, and for tests where the KMS name is not in DNS.
+    resolve: std::collections::BTreeMap<String, String>,
     connect_timeout_ms: u64,
     max_tunnels: usize,
 }
@@ -49,6 +52,7 @@ impl Default for KmsFile {
         Self {
             tunnel_listen: DEFAULT_TUNNEL_LISTEN.into(),
             allow: Vec::new(),
+            resolve: std::collections::BTreeMap::new(),
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT.as_millis() as u64,
             max_tunnels: DEFAULT_MAX_TUNNELS,
         }
@@ -66,6 +70,8 @@ pub struct KmsConfig {
     pub connect_timeout: Duration,
     /// Tunnels open at once; past this a new one is answered `busy`.
     pub max_tunnels: usize,
+    /// Fixed addresses for allow-listed host names (lower case), instead of DNS.
+    pub resolve: std::collections::BTreeMap<String, std::net::IpAddr>,
 }
 
 /// Validates the section; `None` (with problems recorded) when it is unusable.
@@ -104,6 +110,21 @@ pub(crate) fn validate(k: &KmsFile, problems: &mut Vec<String>) -> Option<KmsCon
             k.max_tunnels
         ));
     }
+    let mut resolve = std::collections::BTreeMap::new();
+    for (host, ip) in &k.resolve {
+        let host = host.to_ascii_lowercase();
+        if !allow.iter().any(|t| t.host() == host) {
+            problems.push(format!(
+                "kms.resolve {host:?}: not the host of any kms.allow entry"
+            ));
+        }
+        match ip.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                resolve.insert(host, ip);
+            }
+            Err(_) => problems.push(format!("kms.resolve {host:?} = {ip:?}: not an IP address")),
+        }
+    }
     if problems.len() > start {
         return None;
     }
@@ -115,5 +136,6 @@ pub(crate) fn validate(k: &KmsFile, problems: &mut Vec<String>) -> Option<KmsCon
         allow: AllowList::new(allow),
         connect_timeout: Duration::from_millis(k.connect_timeout_ms),
         max_tunnels: k.max_tunnels,
+        resolve,
     })
 }

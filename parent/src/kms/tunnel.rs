@@ -54,6 +54,7 @@ pub struct TunnelServer {
 /// What every tunnel task needs.
 struct Shared {
     allow: AllowList,
+    resolve: std::collections::BTreeMap<String, std::net::IpAddr>,
     connect_timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -69,6 +70,7 @@ impl TunnelServer {
             listener,
             shared: Arc::new(Shared {
                 allow: config.allow.clone(),
+                resolve: config.resolve.clone(),
                 connect_timeout: config.connect_timeout,
                 metrics,
             }),
@@ -191,7 +193,11 @@ async fn serve(
         tracing::info!(%peer, upstream = %target, outcome = "denied", "kms tunnel refused: not on kms.allow");
         return refuse(stream, Reply::Denied).await;
     }
-    let connect = TcpStream::connect((target.host(), target.port()));
+    let host = match shared.resolve.get(target.host()) {
+        Some(ip) => ip.to_string(),
+        None => target.host().to_owned(),
+    };
+    let connect = TcpStream::connect((host.as_str(), target.port()));
     let connected = tokio::select! {
         r = tokio::time::timeout(shared.connect_timeout, connect) => r,
         _ = crate::signalled(&mut close) => return,
