@@ -35,6 +35,9 @@ pub struct SystemOptions {
     pub parent_enclave_address: Option<String>,
     /// The enclave's socket path (default: `enclave.sock` in the system's directory).
     pub enclave_socket: Option<PathBuf>,
+    /// A second host with its own nats-server (so a test can address each host), still sharing
+    /// the first host's KMS and, with `storage_root`, its bucket.
+    pub separate_nats: bool,
 }
 
 /// A running system. Everything is killed when it is dropped.
@@ -73,8 +76,8 @@ impl System {
         assert_dev_enclave();
         let dir = tempfile::tempdir().expect("tempdir");
         let nats = match first {
-            Some(f) => NatsServer::shared(&f.nats),
-            None => NatsServer::start(dir.path()),
+            Some(f) if !opts.separate_nats => NatsServer::shared(&f.nats),
+            _ => NatsServer::start(dir.path()),
         };
         let (kms, kms_endpoint) = match (&opts.kms, first.and_then(|f| f.kms_endpoint.clone())) {
             (None, _) => (None, None),
@@ -117,6 +120,14 @@ impl System {
             );
         }
         s
+    }
+
+    /// The fs object store's root.
+    pub fn storage_root(&self) -> PathBuf {
+        self.opts
+            .storage_root
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("objects"))
     }
 
     /// The enclave's socket path.
