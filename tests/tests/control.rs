@@ -22,6 +22,10 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    async fn start_with(kms: Option<vettid_tests::kms::KmsOptions>) -> Self {
         let keys = tempfile::tempdir().unwrap();
         let entry = vettid(
             &["control", "keygen", "--out"],
@@ -45,6 +49,7 @@ impl Fixture {
                 "--enclave-id".into(),
                 "test-host".into(),
             ],
+            kms,
             ..Default::default()
         });
         let client = sys.client().await;
@@ -89,6 +94,25 @@ impl Fixture {
     async fn keys_held(&self) -> u64 {
         let h = self.raw("enclave.health", &json!({})).await;
         h["attestation_keys_held"].as_u64().unwrap()
+    }
+
+    /// Enrols `owner`'s vault (attestation, then `pin.setup`); returns the setup reply.
+    async fn enrol(&self, owner: &str) -> Value {
+        let doc = self.attest(owner).await;
+        let key: [u8; 32] = B64
+            .decode(doc["public_key"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let setup = json!({"type": "pin.setup", "payload": vettid_tests::app::pin_setup_payload(&key, "1234", None)});
+        request_json(
+            &self.client,
+            &format!("OwnerSpace.{owner}.forVault.pin"),
+            setup,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap()
     }
 
     async fn attest(&self, owner: &str) -> Value {
@@ -176,6 +200,31 @@ async fn signed_vault_reset_removes_only_that_users_keys() {
         .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(f.keys_held().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_vault_reset_wipes_that_users_stored_vault_only() {
+    let f = Fixture::start_with(Some(Default::default())).await;
+    for owner in ["user-w", "user-x"] {
+        assert_eq!(f.enrol(owner).await["status"], "vault_ready");
+    }
+    assert_eq!(f.enrol("user-w").await["code"], "already_enrolled");
+    // The unsigned v1 reset does nothing (G6).
+    let r = f
+        .raw("enclave.vault.reset", &json!({"user_guid": "user-w"}))
+        .await;
+    assert_eq!(r["code"], "unsigned_reset_refused", "{r}");
+    assert_eq!(f.enrol("user-w").await["code"], "already_enrolled");
+    let run = f
+        .control(
+            "send",
+            &["--command", "vault.reset", "--target", "user:user-w"],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{} {}", run.stdout, run.stderr);
+    // Wiped: enrolment starts again; the other user's vault is untouched.
+    assert_eq!(f.enrol("user-w").await["status"], "vault_ready");
+    assert_eq!(f.enrol("user-x").await["code"], "already_enrolled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
