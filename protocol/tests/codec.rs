@@ -111,6 +111,26 @@ fn samples() -> Vec<(&'static str, Frame)> {
                 body: Response::Storage(StorageResponse::Conflict),
             },
         ),
+        (
+            "request_aws_credentials",
+            Frame::Request {
+                id: 12,
+                deadline_ms: 5000,
+                body: Request::AwsCredentials,
+            },
+        ),
+        (
+            "response_aws_credentials",
+            Frame::Response {
+                id: 12,
+                body: Response::AwsCredentials(AwsCredentials {
+                    access_key_id: "ASIAEXAMPLE".into(),
+                    secret_access_key: "secret".into(),
+                    session_token: Some("token".into()),
+                    expires_at_ms: Some(1_795_000_000_000),
+                }),
+            },
+        ),
     ]
 }
 
