@@ -21,6 +21,10 @@ pub struct HealthReply {
     unlocked_vaults: u64,
     /// Whether a KMS sealer is configured (without one every vault operation fails).
     kms_configured: bool,
+    /// KMS call outcomes since start by stable code (`ok`, `KMSAccessDenied`, …).
+    kms_outcomes: std::collections::BTreeMap<&'static str, u64>,
+    /// `serving`, or `draining` after a signed `drain` (new vault work refused).
+    phase: &'static str,
     memory_used_mb: u64,
     memory_total_mb: u64,
     uptime_seconds: u64,
@@ -47,6 +51,11 @@ pub fn handle(state: &EnclaveState) -> HealthReply {
         total_vaults: state.vaults.config().max_vaults,
         unlocked_vaults: unlocked as u64,
         kms_configured: state.sealer.is_some(),
+        kms_outcomes: state.vaults.kms_outcomes(),
+        phase: match state.control.phase() {
+            crate::control::Phase::Serving => "serving",
+            crate::control::Phase::Draining => "draining",
+        },
         memory_used_mb: mem.used_mb,
         memory_total_mb: mem.total_mb,
         uptime_seconds: state.started.elapsed().as_secs(),

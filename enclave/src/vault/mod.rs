@@ -167,6 +167,8 @@ pub struct Vaults {
     /// Highest stored version seen per vault (kept after eviction): older objects are replays.
     seen: Mutex<HashMap<String, u64>>,
     argon2: Arc<Semaphore>,
+    /// KMS outcomes by stable code (`ok`, `KMSAccessDenied`, …), for health.
+    kms_outcomes: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Vaults {
@@ -178,7 +180,30 @@ impl Vaults {
             store,
             slots: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            kms_outcomes: Mutex::new(std::collections::BTreeMap::new()),
         }
+    }
+
+    /// Counts one KMS call's outcome.
+    pub(crate) fn count_kms<T>(&self, result: &Result<T, SealError>) {
+        let code = match result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        *self
+            .kms_outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(code)
+            .or_insert(0) += 1;
+    }
+
+    /// KMS outcomes since start, by code.
+    pub fn kms_outcomes(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.kms_outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Settings.
@@ -301,8 +326,9 @@ impl Vaults {
             self.check_fresh(vault, stored.version)?;
             let material = sealer
                 .unseal(&stored.material, &SealContext::vault_material(vault))
-                .await
-                .map_err(kms_error)?;
+                .await;
+            self.count_kms(&material);
+            let material = material.map_err(kms_error)?;
             let meta = record::open_meta(&material, &stored).map_err(record_error)?;
             self.record_seen(vault, stored.version);
             slot.vault = Some(Loaded {

@@ -300,18 +300,19 @@ impl Ctx<'_> {
         if slot.vault.is_some() || self.vaults.exists(self.owner).await? {
             return Err(ClientError::AlreadyEnrolled);
         }
-        let (material, blob) = self
+        let generated = self
             .sealer
             .generate(&SealContext::vault_material(self.owner))
-            .await
-            .map_err(|e| {
-                tracing::error!(
-                    code = e.code(),
-                    vault = self.owner,
-                    "KMS GenerateDataKey failed"
-                );
-                ClientError::Kms(e)
-            })?;
+            .await;
+        self.vaults.count_kms(&generated);
+        let (material, blob) = generated.map_err(|e| {
+            tracing::error!(
+                code = e.code(),
+                vault = self.owner,
+                "KMS GenerateDataKey failed"
+            );
+            ClientError::Kms(e)
+        })?;
         let dek = self.vaults.derive_dek(pin, &material, self.owner).await?;
         let meta = Meta {
             ecies: x25519_pair()?,

@@ -575,6 +575,13 @@ async fn kms_errors_surface_with_their_codes() {
         h.unlock("u10", &ecies, &utk, "1234").await["status"],
         "unlocked"
     );
+    let outcomes = h.p.state().vaults.kms_outcomes();
+    assert_eq!(outcomes.get("KMSAccessDenied"), Some(&1), "{outcomes:?}");
+    assert_eq!(outcomes.get("KMSKeyDisabled"), Some(&1), "{outcomes:?}");
+    assert_eq!(outcomes.get("ok"), Some(&2), "{outcomes:?}");
+    let health = serde_json::to_value(crate::handlers::health::handle(h.p.state())).unwrap();
+    assert_eq!(health["kms_outcomes"]["ok"], 2);
+    assert_eq!(health["phase"], "serving");
 }
 
 #[tokio::test]
