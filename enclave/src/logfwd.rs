@@ -16,7 +16,10 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use vettid_protocol::{LogEvent, LogLevel};
 
-/// Field names that may leave the enclave. Values are identifiers, counts and durations.
+/// Field names that may leave the enclave. Values are identifiers, counts and durations: a vault's
+/// owner GUID and a KMS key id or ARN are identifiers the host already sees in subjects, storage
+/// keys and its own configuration. Never a PIN, a key, plaintext or an upstream error text, so a
+/// name is added here only after checking every event that uses it.
 pub const ALLOWED_FIELDS: &[&str] = &[
     "peer",
     "software",
@@ -33,6 +36,21 @@ pub const ALLOWED_FIELDS: &[&str] = &[
     "command",
     "command_id",
     "status",
+    // KMS client (enclave/src/kms): the operation, the key it used, how long it took, and where
+    // the client and its tunnel point (from the measured command line).
+    "operation",
+    "key_id",
+    "elapsed_ms",
+    "endpoint",
+    "forward",
+    "tunnel",
+    // Vault (enclave/src/vault): which vault, failed PIN attempts so far, whether a reset found a
+    // vault, the newest version seen when a stale object is refused, a wrong storage reply type.
+    "vault",
+    "failures",
+    "existed",
+    "seen",
+    "response",
 ];
 
 /// Events waiting to be sent; beyond this they are dropped and counted (logging never blocks).
@@ -156,5 +174,100 @@ mod tests {
             rx.try_recv().is_err(),
             "debug and foreign events stay inside"
         );
+    }
+
+    fn field<'a>(ev: &'a LogEvent, name: &str) -> Option<&'a str> {
+        ev.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn kms_and_vault_events_keep_their_identifiers_and_counts_but_no_secrets() {
+        let (layer, mut rx, _) = ForwardLayer::new();
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            // The shapes enclave/src/kms and enclave/src/vault log at INFO and above.
+            tracing::error!(
+                target: "vettid_enclave::kms",
+                code = "KMSKeyDisabled",
+                operation = "Decrypt",
+                key_id = %"vettid-dev-key",
+                elapsed_ms = 12u64,
+                error = "DisabledException: arn:aws:kms:… is disabled",
+                "KMS call failed"
+            );
+            tracing::warn!(
+                target: "vettid_enclave::vault::ops",
+                vault = "0b6e3c1a-guid",
+                failures = 3u32,
+                pin = "1234",
+                "wrong PIN"
+            );
+            tracing::warn!(
+                target: "vettid_enclave::vault::ops",
+                vault = %"0b6e3c1a-guid",
+                existed = true,
+                "vault reset by signed command"
+            );
+            tracing::warn!(
+                target: "vettid_enclave::vault",
+                vault = "0b6e3c1a-guid",
+                version = 4u64,
+                seen = 7u64,
+                "stale vault object refused"
+            );
+            tracing::info!(
+                target: "vettid_enclave::kms",
+                endpoint = %"kms.vettid.test:4443",
+                forward = %"127.0.0.1:40000",
+                tunnel = %"unix:///x/kms-tunnel.sock",
+                key_id = %"vettid-dev-key",
+                "KMS client ready"
+            );
+        });
+        let kms = rx.try_recv().unwrap();
+        assert_eq!(kms.message, "KMS call failed");
+        assert_eq!(field(&kms, "code"), Some("KMSKeyDisabled"));
+        assert_eq!(field(&kms, "operation"), Some("Decrypt"));
+        assert_eq!(field(&kms, "key_id"), Some("vettid-dev-key"));
+        assert_eq!(field(&kms, "elapsed_ms"), Some("12"));
+        assert_eq!(field(&kms, "error"), None, "upstream text stays inside");
+
+        let pin = rx.try_recv().unwrap();
+        assert_eq!(
+            pin.fields,
+            vec![
+                ("vault".to_string(), "0b6e3c1a-guid".to_string()),
+                ("failures".to_string(), "3".to_string()),
+            ],
+            "a PIN-named field never leaves"
+        );
+        let reset = rx.try_recv().unwrap();
+        assert_eq!(field(&reset, "existed"), Some("true"));
+        let stale = rx.try_recv().unwrap();
+        assert_eq!(
+            (field(&stale, "version"), field(&stale, "seen")),
+            (Some("4"), Some("7"))
+        );
+        let ready = rx.try_recv().unwrap();
+        assert_eq!(ready.fields.len(), 4, "{:?}", ready.fields);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn secret_looking_field_names_are_not_allow_listed() {
+        for name in [
+            "error",
+            "pin",
+            "key",
+            "dek",
+            "material",
+            "plaintext",
+            "password_hash",
+        ] {
+            assert!(!ALLOWED_FIELDS.contains(&name), "{name}");
+        }
     }
 }

@@ -1,0 +1,108 @@
+//! The Protean credential operations (reference §4.4).
+
+use serde_json::{json, Map, Value};
+
+use super::*;
+
+impl Ctx<'_> {
+    pub(super) async fn credential_create(&self, body: &Map<String, Value>) -> Reply {
+        let (mut slot, mut state, dek) = self.unlocked().await?;
+        if state.credential.is_some() {
+            return Err(ClientError::CredentialExists);
+        }
+        let plain = self.open_utk(&mut state, body)?;
+        let hash = PhcHash::parse(payload::string(&plain, "password_hash")?)
+            .map_err(|_| ClientError::InvalidPasswordHash)?;
+        let mut seed = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut seed).map_err(|_| ClientError::Internal)?;
+        let identity = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map_err(|_| ClientError::Internal)?;
+        let public: [u8; 32] = aws_lc_rs::signature::KeyPair::public_key(&identity)
+            .as_ref()
+            .try_into()
+            .map_err(|_| ClientError::Internal)?;
+        let mut master_secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut master_secret).map_err(|_| ClientError::Internal)?;
+        let credential = Credential {
+            identity: KeyPair {
+                private: seed,
+                public,
+            },
+            master_secret,
+            password_hash: hash.as_str().to_owned(),
+            version: 1,
+            created_at_ms: now_ms(),
+        };
+        let encrypted = Self::credential_to_cek(&state, &credential)?;
+        state.credential = Some(credential);
+        let new_utks = self.add_utks(&mut state, UTKS_AFTER_CHANGE)?;
+        self.save(&mut slot, state, dek).await?;
+        tracing::info!(vault = self.owner, "credential created");
+        Ok(object(json!({
+            "status": "created",
+            "encrypted_credential": encrypted,
+            "new_utks": new_utks,
+        })))
+    }
+
+    pub(super) async fn password_change(&self, body: &Map<String, Value>) -> Reply {
+        let (mut slot, mut state, dek) = self.unlocked().await?;
+        let plain = self.open_utk(&mut state, body)?;
+        let old = payload::string(&plain, "old_password_hash")?;
+        let new = PhcHash::parse(payload::string(&plain, "new_password_hash")?)
+            .map_err(|_| ClientError::InvalidPasswordHash)?;
+        let credential = state.credential.as_mut().ok_or(ClientError::NoCredential)?;
+        let stored =
+            PhcHash::parse(&credential.password_hash).map_err(|_| ClientError::CorruptVault)?;
+        if !stored.matches(old) {
+            return Err(ClientError::PasswordMismatch);
+        }
+        credential.password_hash = new.as_str().to_owned();
+        credential.version += 1;
+        let credential = credential.clone();
+        let encrypted = Self::credential_to_cek(&state, &credential)?;
+        let new_utks = self.add_utks(&mut state, UTKS_AFTER_CHANGE)?;
+        self.save(&mut slot, state, dek).await?;
+        Ok(object(json!({
+            "status": "password_changed",
+            "encrypted_credential": encrypted,
+            "new_utks": new_utks,
+        })))
+    }
+
+    pub(super) async fn credential_get(&self) -> Reply {
+        let (_slot, state, _dek) = self.unlocked().await?;
+        let credential = state.credential.as_ref().ok_or(ClientError::NoCredential)?;
+        Ok(object(json!({
+            "status": "ok",
+            "encrypted_credential": Self::credential_to_cek(&state, credential)?,
+            "version": credential.version,
+        })))
+    }
+
+    pub(super) async fn credential_version(&self) -> Reply {
+        let (_slot, state, _dek) = self.unlocked().await?;
+        let credential = state.credential.as_ref().ok_or(ClientError::NoCredential)?;
+        Ok(object(json!({
+            "status": "ok",
+            "version": credential.version,
+            "created_at": rfc3339(credential.created_at_ms),
+        })))
+    }
+
+    pub(super) async fn credential_delete(&self, body: &Map<String, Value>) -> Reply {
+        let (mut slot, mut state, dek) = self.unlocked().await?;
+        let plain = self.open_utk(&mut state, body)?;
+        let credential = state.credential.as_ref().ok_or(ClientError::NoCredential)?;
+        let stored =
+            PhcHash::parse(&credential.password_hash).map_err(|_| ClientError::CorruptVault)?;
+        if !stored.matches(payload::string(&plain, "password_hash")?) {
+            return Err(ClientError::PasswordMismatch);
+        }
+        state.credential = None;
+        let new_utks = self.add_utks(&mut state, UTKS_AFTER_USE)?;
+        self.save(&mut slot, state, dek).await?;
+        tracing::info!(vault = self.owner, "credential deleted");
+        Ok(object(json!({"status": "deleted", "new_utks": new_utks})))
+    }
+}

@@ -1,0 +1,211 @@
+//! Secrets and `vault.save`. Values arrive inside UTK envelopes and leave sealed to the app's `reply_key`.
+
+use serde_json::{json, Map, Value};
+
+use super::*;
+
+impl Ctx<'_> {
+    /// Secrets operations carry the app's password hash inside the UTK envelope: a bearer secret
+    /// the host never sees in clear, so a host replaying UTK public keys it observed cannot drive
+    /// the user's secrets while the vault is unlocked.
+    pub(super) fn authorize(state: &State, plain: &Map<String, Value>) -> Result<(), ClientError> {
+        let credential = state.credential.as_ref().ok_or(ClientError::NoCredential)?;
+        let stored =
+            PhcHash::parse(&credential.password_hash).map_err(|_| ClientError::CorruptVault)?;
+        if stored.matches(payload::string(plain, "password_hash")?) {
+            Ok(())
+        } else {
+            Err(ClientError::PasswordMismatch)
+        }
+    }
+
+    pub(super) fn secret_fields(plain: &Map<String, Value>) -> Result<SecretFields, ClientError> {
+        let field = |name, max| payload::opt_string(plain, name, max).map(|v| v.map(str::to_owned));
+        Ok(SecretFields {
+            name: field("name", MAX_SECRET_NAME)?,
+            value: field("value", MAX_SECRET_VALUE)?,
+            category: field("category", MAX_SECRET_NAME)?,
+        })
+    }
+
+    pub(super) async fn secrets_add(&self, body: &Map<String, Value>) -> Reply {
+        let (mut slot, mut state, dek) = self.unlocked().await?;
+        let plain = self.open_utk(&mut state, body)?;
+        Self::authorize(&state, &plain)?;
+        let SecretFields {
+            name,
+            value,
+            category,
+        } = Self::secret_fields(&plain)?;
+        let name = name
+            .filter(|n| !n.is_empty())
+            .ok_or(ClientError::BadField("name"))?;
+        let value = value.ok_or(ClientError::BadField("value"))?;
+        if state.secrets.len() >= self.vaults.config().max_secrets {
+            return Err(ClientError::TooManySecrets);
+        }
+        let id = random_id("sec")?;
+        let now = now_ms();
+        state.secrets.insert(
+            id.clone(),
+            Secret {
+                name,
+                value,
+                category,
+                created_at_ms: now,
+                updated_at_ms: now,
+                version: 1,
+            },
+        );
+        let new_utks = self.add_utks(&mut state, UTKS_AFTER_USE)?;
+        self.save(&mut slot, state, dek).await?;
+        Ok(object(
+            json!({"status": "added", "id": id, "new_utks": new_utks}),
+        ))
+    }
+
+    pub(super) async fn secrets_update(&self, body: &Map<String, Value>) -> Reply {
+        let (mut slot, mut state, dek) = self.unlocked().await?;
+        let plain = self.open_utk(&mut state, body)?;
+        Self::authorize(&state, &plain)?;
+        let id = payload::string(&plain, "id")?.to_owned();
+        let SecretFields {
+            name,
+            value,
+            category,
+        } = Self::secret_fields(&plain)?;
+        let secret = state
+            .secrets
+            .get_mut(&id)
+            .ok_or(ClientError::SecretNotFound)?;
+        if let Some(n) = name.filter(|n| !n.is_empty()) {
+            secret.name = n;
+        }
+        if let Some(v) = value {
+            secret.value = v;
+        }
+        if category.is_some() {
+            secret.category = category;
+        }
+        secret.updated_at_ms = now_ms();
+        secret.version += 1;
+        let version = secret.version;
+        let new_utks = self.add_utks(&mut state, UTKS_AFTER_USE)?;
+        self.save(&mut slot, state, dek).await?;
+        Ok(object(
+            json!({"status": "updated", "id": id, "version": version, "new_utks": new_utks}),
+        ))
+    }
+
+    /// The app's reply key from inside a UTK envelope (never from the clear payload, where the
+    /// host could substitute its own).
+    pub(super) fn reply_key(plain: &Map<String, Value>) -> Result<[u8; 32], ClientError> {
+        payload::key32(plain, "reply_key")
+    }
+
+    pub(super) fn seal_reply(key: &[u8; 32], value: &Value) -> Result<String, ClientError> {
+        let bytes =
+            zeroize::Zeroizing::new(serde_json::to_vec(value).map_err(|_| ClientError::Internal)?);
+        let sealed = domain::seal(Domain::Reply, key, &bytes)
+            .map_err(|_| ClientError::BadField("reply_key"))?;
+        Ok(b64(&sealed))
+    }
+
+    pub(super) fn secret_json(id: &str, s: &Secret, with_value: bool) -> Value {
+        let mut v = json!({
+            "id": id,
+            "name": s.name,
+            "category": s.category,
+            "created_at": rfc3339(s.created_at_ms),
+            "updated_at": rfc3339(s.updated_at_ms),
+            "version": s.version,
+        });
+        if with_value {
+            v["value"] = Value::String(s.value.clone());
+        }
+        v
+    }
+
+    pub(super) async fn secrets_retrieve(&self, body: &Map<String, Value>) -> Reply {
+        let (mut slot, mut state, dek) = self.unlocked().await?;
+        let plain = self.open_utk(&mut state, body)?;
+        Self::authorize(&state, &plain)?;
+        let id = payload::string(&plain, "id")?.to_owned();
+        let key = Self::reply_key(&plain)?;
+        let secret = state.secrets.get(&id).ok_or(ClientError::SecretNotFound)?;
+        let encrypted = Self::seal_reply(&key, &Self::secret_json(&id, secret, true))?;
+        let new_utks = self.add_utks(&mut state, UTKS_AFTER_USE)?;
+        // The UTK is spent: stored before the answer, like any mutation.
+        self.save(&mut slot, state, dek).await?;
+        Ok(object(json!({
+            "status": "retrieved",
+            "id": id,
+            "encrypted_secret": encrypted,
+            "new_utks": new_utks,
+        })))
+    }
+
+    pub(super) async fn secrets_delete(&self, body: &Map<String, Value>) -> Reply {
+        let (mut slot, mut state, dek) = self.unlocked().await?;
+        let plain = self.open_utk(&mut state, body)?;
+        Self::authorize(&state, &plain)?;
+        let id = payload::string(&plain, "id")?.to_owned();
+        state
+            .secrets
+            .remove(&id)
+            .ok_or(ClientError::SecretNotFound)?;
+        let new_utks = self.add_utks(&mut state, UTKS_AFTER_USE)?;
+        self.save(&mut slot, state, dek).await?;
+        Ok(object(
+            json!({"status": "deleted", "id": id, "new_utks": new_utks}),
+        ))
+    }
+
+    pub(super) async fn secrets_list(&self, body: &Map<String, Value>) -> Reply {
+        let (mut slot, mut state, dek) = self.unlocked().await?;
+        let plain = self.open_utk(&mut state, body)?;
+        Self::authorize(&state, &plain)?;
+        let key = Self::reply_key(&plain)?;
+        let list: Vec<Value> = state
+            .secrets
+            .iter()
+            .map(|(id, s)| Self::secret_json(id, s, false))
+            .collect();
+        let count = list.len();
+        let encrypted = Self::seal_reply(&key, &Value::Array(list))?;
+        let new_utks = self.add_utks(&mut state, UTKS_AFTER_USE)?;
+        self.save(&mut slot, state, dek).await?;
+        Ok(object(json!({
+            "status": "ok",
+            "count": count,
+            "encrypted_list": encrypted,
+            "new_utks": new_utks,
+        })))
+    }
+
+    pub(super) async fn secrets_identity(&self) -> Reply {
+        let (_slot, state, _dek) = self.unlocked().await?;
+        let credential = state.credential.as_ref().ok_or(ClientError::NoCredential)?;
+        Ok(object(json!({
+            "status": "ok",
+            "identity_public_key": b64(&credential.identity.public),
+        })))
+    }
+
+    /// Every change is already stored before it is acknowledged; `vault.save` confirms that the
+    /// stored object is still the one this enclave wrote (no other host changed it since).
+    pub(super) async fn vault_save(&self) -> Reply {
+        let (mut slot, _state, _dek) = self.unlocked().await?;
+        let loaded = slot.vault.as_ref().ok_or(ClientError::Internal)?;
+        let (etag, version) = (loaded.etag.clone(), loaded.stored.version);
+        match self.vaults.store_head(self.owner).await? {
+            Some(current) if current == etag => {
+                Ok(object(json!({"status": "saved", "version": version})))
+            }
+            _ => {
+                slot.vault = None;
+                Err(ClientError::StorageConflict)
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Storage failures, conflicts, rollback and KMS errors.
+
+use std::sync::atomic::Ordering;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::json;
+
+use super::*;
+use crate::sealing::SealError;
+
+#[tokio::test]
+async fn storage_failure_changes_nothing_and_a_retry_succeeds() {
+    let h = harness().await;
+    let r = h.setup("u6", "1234").await;
+    let mut live = utks(&r["utks"]);
+    let utk = live.remove(0);
+    h.parent.fail_puts.store(true, Ordering::SeqCst);
+    let r = h
+        .utk_op(
+            "u6",
+            "credential.create",
+            &utk,
+            json!({"password_hash": PHC}),
+        )
+        .await;
+    assert_eq!(code(&r), "storage_unavailable", "{r}");
+    h.parent.fail_puts.store(false, Ordering::SeqCst);
+    // The UTK was not spent and no credential exists: the same request now succeeds.
+    let r = h
+        .utk_op(
+            "u6",
+            "credential.create",
+            &utk,
+            json!({"password_hash": PHC}),
+        )
+        .await;
+    assert_eq!(r["status"], "created", "{r}");
+
+    // A PIN attempt whose counter cannot be stored is not evaluated at all.
+    let ecies = key(&h.setup("u7", "1234").await["ecies_public_key"]);
+    h.parent.fail_all.store(true, Ordering::SeqCst);
+    let r = h.unlock("u7", &ecies, "utk-0", "1234").await;
+    assert_eq!(code(&r), "storage_unavailable", "{r}");
+    h.parent.fail_all.store(false, Ordering::SeqCst);
+}
+
+#[tokio::test]
+async fn two_enclaves_one_wins_the_other_conflicts_nothing_lost() {
+    let a = harness().await;
+    let r = a.setup("u8", "1234").await;
+    let ecies = key(&r["ecies_public_key"]);
+    let mut live = utks(&r["utks"]);
+    let r = a
+        .utk_op(
+            "u8",
+            "credential.create",
+            &live.remove(0),
+            json!({"password_hash": PHC}),
+        )
+        .await;
+    assert_eq!(r["status"], "created", "{r}");
+    // Enclave B unlocks the same vault (cold: it reads A's object).
+    let b = restart(&a).await;
+    let (id, _) = live.remove(0);
+    assert_eq!(
+        b.unlock("u8", &ecies, &id, "1234").await["status"],
+        "unlocked"
+    );
+    // A's cached copy is now stale: its write conflicts and it drops the copy.
+    let r = a
+        .utk_op(
+            "u8",
+            "secrets.add",
+            &live.remove(0),
+            json!({"name": "a", "value": "1", "password_hash": PHC}),
+        )
+        .await;
+    assert_eq!(code(&r), "storage_conflict", "{r}");
+    // B's write goes through.
+    let r = b
+        .utk_op(
+            "u8",
+            "secrets.add",
+            &live.remove(0),
+            json!({"name": "b", "value": "2", "password_hash": PHC}),
+        )
+        .await;
+    assert_eq!(r["status"], "added", "{r}");
+    // A reloads (after unlocking again) and sees B's secret.
+    let (id, _) = live.remove(0);
+    let r = a.unlock("u8", &ecies, &id, "1234").await;
+    assert_eq!(r["status"], "unlocked", "{r}");
+    let mut live = utks(&r["new_utks"]);
+    let reply_key =
+        aws_lc_rs::agreement::PrivateKey::generate(&aws_lc_rs::agreement::X25519).unwrap();
+    let reply_pub = vettid_vault_crypto::x25519::public_key_bytes(&reply_key).unwrap();
+    let r = a
+        .utk_op(
+            "u8",
+            "secrets.list",
+            &live.remove(0),
+            json!({"reply_key": B64.encode(reply_pub), "password_hash": PHC}),
+        )
+        .await;
+    assert_eq!(r["count"], 1, "{r}");
+}
+
+#[tokio::test]
+async fn a_replayed_older_object_is_refused() {
+    let h = harness().await;
+    let r = h.setup("u9", "1234").await;
+    let ecies = key(&r["ecies_public_key"]);
+    let live = utks(&r["utks"]);
+    let key_name = crate::vault::record::object_key("u9");
+    let old = h.parent.objects.lock().unwrap()[&key_name].clone();
+    assert_eq!(
+        h.unlock("u9", &ecies, &live[0].0, "1234").await["status"],
+        "unlocked"
+    );
+    // The host puts the version-1 object back and the enclave's cache is evicted.
+    h.parent
+        .objects
+        .lock()
+        .unwrap()
+        .insert(key_name, (old.0, "old".into()));
+    h.p.state().vaults.slot("u9").await.vault = None;
+    let r = h.unlock("u9", &ecies, &live[1].0, "1234").await;
+    assert_eq!(code(&r), "stale_vault", "{r}");
+}
+
+#[tokio::test]
+async fn kms_errors_surface_with_their_codes() {
+    let h = harness().await;
+    *h.sealer.fail.lock().unwrap() = Some(SealError::AccessDenied);
+    let r = h.setup("u10", "1234").await;
+    assert_eq!(
+        (code(&r), r["error"].as_str()),
+        ("KMSAccessDenied", Some("KMS access denied")),
+        "{r}"
+    );
+    *h.sealer.fail.lock().unwrap() = None;
+    let r = h.setup("u10", "1234").await;
+    let ecies = key(&r["ecies_public_key"]);
+    let utk = utks(&r["utks"])[0].0.clone();
+    // Cold unlock needs KMS.
+    h.p.state().vaults.slot("u10").await.vault = None;
+    *h.sealer.fail.lock().unwrap() = Some(SealError::KeyDisabled);
+    assert_eq!(
+        code(&h.unlock("u10", &ecies, &utk, "1234").await),
+        "KMSKeyDisabled"
+    );
+    *h.sealer.fail.lock().unwrap() = None;
+    assert_eq!(
+        h.unlock("u10", &ecies, &utk, "1234").await["status"],
+        "unlocked"
+    );
+    let outcomes = h.p.state().vaults.kms_outcomes();
+    assert_eq!(outcomes.get("KMSAccessDenied"), Some(&1), "{outcomes:?}");
+    assert_eq!(outcomes.get("KMSKeyDisabled"), Some(&1), "{outcomes:?}");
+    assert_eq!(outcomes.get("ok"), Some(&2), "{outcomes:?}");
+    let health = serde_json::to_value(crate::handlers::health::handle(h.p.state())).unwrap();
+    assert_eq!(health["kms_outcomes"]["ok"], 2);
+    assert_eq!(health["phase"], "serving");
+}
