@@ -72,11 +72,22 @@ async fn tunnel_on(
     max_tunnels: usize,
     grace: Duration,
 ) -> Tunnel {
+    tunnel_with(listen, allow, max_tunnels, grace, Default::default()).await
+}
+
+async fn tunnel_with(
+    listen: Address,
+    allow: &[String],
+    max_tunnels: usize,
+    grace: Duration,
+    resolve: std::collections::BTreeMap<String, std::net::IpAddr>,
+) -> Tunnel {
     let config = KmsConfig {
         tunnel_listen: listen,
         allow: AllowList::new(allow.iter().map(|a| a.parse().unwrap())),
         connect_timeout: Duration::from_secs(2),
         max_tunnels,
+        resolve,
     };
     let metrics = Arc::new(Metrics::new());
     let server = TunnelServer::bind(&config, metrics.clone()).await.unwrap();
@@ -153,6 +164,34 @@ async fn wait_for_metric(m: &Metrics, series: &str, want: f64) {
         while metric(m, series) != want {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pinned_name_is_reached_at_its_fixed_address() {
+    let echo = echo().await;
+    let name = format!("kms.vettid.test:{}", echo.addr.port());
+    let resolve = [(
+        "kms.vettid.test".to_string(),
+        std::net::IpAddr::from([127, 0, 0, 1]),
+    )]
+    .into();
+    let t = tunnel_with(
+        "tcp://127.0.0.1:0".parse().unwrap(),
+        std::slice::from_ref(&name),
+        8,
+        Duration::from_secs(1),
+        resolve,
+    )
+    .await;
+    let (mut s, r) = open(&t.addr, &name).await;
+    assert_eq!(r.as_deref(), Some("ok\n"));
+    within("echo", async {
+        s.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
     })
     .await;
 }
