@@ -97,7 +97,7 @@ impl Processor {
                 "attestation" => handlers::attestation::handle(&self.state, Some(owner), &request?)
                     .await
                     .map(Body::from),
-                _ => crate::vault::dispatch(&self.state, owner, op, &request?).await,
+                _ => self.vault(owner, op, request?).await,
             },
             Route::UnsignedReset => Err(ClientError::UnsignedReset),
             // Parsed again strictly from the raw bytes: duplicate keys must be refused, not resolved.
@@ -116,6 +116,23 @@ impl Processor {
 }
 
 impl Processor {
+    /// Runs a vault operation in its own task. If the parent's deadline passes, the link drops
+    /// the request future, but the operation still runs to its end: a PIN attempt already on
+    /// record is evaluated (and reset when correct), and a write the store accepted is reflected
+    /// in memory. Cancelling half-way would leave both inconsistent.
+    async fn vault(
+        &self,
+        owner: &router::OwnerSpace,
+        op: &str,
+        request: Map<String, Value>,
+    ) -> Result<Body, ClientError> {
+        let state = self.state.clone();
+        let (owner, op) = (owner.clone(), op.to_owned());
+        tokio::spawn(async move { crate::vault::dispatch(&state, &owner, &op, &request).await })
+            .await
+            .unwrap_or(Err(ClientError::Internal))
+    }
+
     /// A document for the parent's own check of this enclave: its nonce, nothing else.
     async fn attest_for_parent(&self, nonce: bytes::Bytes) -> Result<Response, WireError> {
         if nonce.is_empty() || nonce.len() > vettid_nsm::MAX_NONCE_LEN {

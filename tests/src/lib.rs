@@ -15,6 +15,7 @@ pub mod kms;
 pub mod load;
 pub mod proc;
 pub mod system;
+pub mod vault_client;
 
 pub use proc::{bin_path, free_port, Child, NatsServer};
 pub use system::{request_json, System, SystemOptions};

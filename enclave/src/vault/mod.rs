@@ -473,12 +473,30 @@ impl Vaults {
         material: &Material,
         vault: &str,
     ) -> Result<Dek, ClientError> {
-        let permit = self
-            .argon2
+        let permit = self.argon2_permit().await?;
+        self.derive_dek_with(permit, pin, material, vault).await
+    }
+
+    /// Waits for one of the Argon2 memory permits.
+    pub(crate) async fn argon2_permit(
+        &self,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ClientError> {
+        self.argon2
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| ClientError::Internal)?;
+            .map_err(|_| ClientError::Internal)
+    }
+
+    /// Argon2id under an already acquired permit (so a caller can hold the permit before it
+    /// commits to an attempt).
+    pub(crate) async fn derive_dek_with(
+        &self,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        pin: Pin,
+        material: &Material,
+        vault: &str,
+    ) -> Result<Dek, ClientError> {
         let material = Material::from_bytes(*material.expose());
         let vault = vault.to_owned();
         let params = self.config.kdf;

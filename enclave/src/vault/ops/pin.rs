@@ -19,6 +19,10 @@ impl Ctx<'_> {
                 retry_after_seconds: (loaded.meta.backoff_until_ms - now).div_ceil(1000),
             });
         }
+        // The memory permit first: waiting for it must not happen with an attempt already on
+        // record (a queue of correct PINs would otherwise sit counted as failures).
+        let permit = self.vaults.argon2_permit().await?;
+        let loaded = slot.vault.as_ref().ok_or(ClientError::Internal)?;
         let mut counted = loaded.meta.clone();
         counted.failed_attempts += 1;
         counted.backoff_until_ms = now + policy.backoff(counted.failed_attempts).as_millis() as u64;
@@ -28,7 +32,10 @@ impl Ctx<'_> {
         // the write mid-attempt gets no free guess.
         self.vaults.commit(self.owner, slot, counted, None).await?;
         let material = &slot.vault.as_ref().ok_or(ClientError::Internal)?.material;
-        let dek = self.vaults.derive_dek(pin, material, self.owner).await?;
+        let dek = self
+            .vaults
+            .derive_dek_with(permit, pin, material, self.owner)
+            .await?;
         let stored = PinVerifier::from_bytes(&verifier).map_err(|_| ClientError::CorruptVault)?;
         if !stored.matches(&dek) {
             tracing::warn!(vault = self.owner, failures, "wrong PIN");
