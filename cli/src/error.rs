@@ -1,4 +1,9 @@
-//! CLI failures, each with its own exit code so scripts can tell them apart.
+//! CLI failures, each with its own exit code so scripts can tell them apart: 1 a failed check
+//! (verification, or `vettid health` DEGRADED/DOWN), 2-7 the enclave could not be asked (no
+//! responders, timeout, bad reply, error reply, NATS unreachable, other), 64 bad flags or files.
+
+/// Exit code of every usage error, bad flags included (`EX_USAGE` of sysexits.h).
+pub const EX_USAGE: u8 = 64;
 
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +36,9 @@ pub enum CliError {
     /// The enclave or parent answered with an error.
     #[error("enclave error: {0}")]
     Enclave(String),
-    /// The enclave is up but reports itself unhealthy.
-    #[error("enclave reports unhealthy")]
-    Unhealthy,
+    /// `vettid health` found the system degraded or down; the text is the verdict and why.
+    #[error("{0}")]
+    Unhealthy(String),
     /// The document did not verify.
     #[error("verification failed: {0}")]
     Verify(String),
@@ -46,14 +51,14 @@ impl CliError {
     /// Process exit code.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Verify(_) | CliError::Unhealthy => 1,
+            CliError::Verify(_) | CliError::Unhealthy(_) => 1,
             CliError::NoResponders(_) => 2,
             CliError::Timeout { .. } => 3,
             CliError::BadReply(_) => 4,
             CliError::Enclave(_) => 5,
             CliError::Connect { .. } => 6,
             CliError::Other(_) => 7,
-            CliError::Usage(_) => 64,
+            CliError::Usage(_) => EX_USAGE,
         }
     }
 }

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod control;
 mod error;
+mod health;
 mod nats_cmd;
 mod output;
 mod supervise;
@@ -24,8 +25,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Ask the enclave for its health through NATS (`enclave.health`).
-    Health(nats_cmd::HealthArgs),
+    /// One health view: parent, enclave, attestation, storage, KMS; verdict OK/DEGRADED/DOWN.
+    Health(health::HealthArgs),
     /// Request a fresh attestation document through NATS and print (or verify) it.
     Attest(nats_cmd::AttestArgs),
     /// Verify an attestation document from a file.
@@ -37,7 +38,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Flag errors exit 64 (EX_USAGE) like every other usage error, not clap's 2, which this
+    // CLI already uses for "no responders".
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(error::EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let result = match cli.command {
         Command::Verify(args) => verify_cmd::run(&args),
         command => match tokio::runtime::Builder::new_current_thread()
@@ -46,7 +59,7 @@ fn main() -> ExitCode {
         {
             Ok(rt) => rt.block_on(async {
                 match command {
-                    Command::Health(args) => nats_cmd::health(&args).await,
+                    Command::Health(args) => health::run(&args).await,
                     Command::Attest(args) => nats_cmd::attest(&args).await,
                     Command::SuperviseEnclave(args) => supervise::run(&args).await,
                     Command::Control(args) => control::run(&args).await,

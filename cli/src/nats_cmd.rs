@@ -1,4 +1,4 @@
-//! `vettid health` and `vettid attest`: request/reply through NATS, as a Lambda would.
+//! `vettid attest`, and the NATS request/reply every enclave command uses, as a Lambda would.
 
 use std::time::Duration;
 
@@ -7,8 +7,9 @@ use base64::Engine;
 use clap::Args;
 use serde_json::{json, Value};
 
+use vettid_attestation::Document;
+
 use crate::error::CliError;
-use crate::output;
 use crate::verify_cmd::{self, PolicyArgs};
 
 /// Connection flags shared by NATS commands.
@@ -25,14 +26,11 @@ pub struct NatsArgs {
     timeout_ms: u64,
 }
 
-/// `vettid health`.
-#[derive(Debug, Args)]
-pub struct HealthArgs {
-    #[command(flatten)]
-    nats: NatsArgs,
-    /// Print the raw JSON reply.
-    #[arg(long)]
-    json: bool,
+impl NatsArgs {
+    /// How long to wait for one reply (`--timeout-ms`).
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
 }
 
 /// `vettid attest`.
@@ -59,7 +57,11 @@ pub struct AttestArgs {
     json: bool,
 }
 
-async fn request(args: &NatsArgs, subject: &str, payload: Value) -> Result<Value, CliError> {
+/// Connects to NATS (bounded by `--timeout-ms`, at most 5 s).
+///
+/// # Errors
+/// [`CliError::Usage`] for an unreadable `--creds`, [`CliError::Connect`] otherwise.
+pub async fn connect(args: &NatsArgs) -> Result<async_nats::Client, CliError> {
     let mut opts = async_nats::ConnectOptions::new()
         .name("vettid-cli")
         .connection_timeout(Duration::from_millis(args.timeout_ms.min(5_000)));
@@ -69,13 +71,26 @@ async fn request(args: &NatsArgs, subject: &str, payload: Value) -> Result<Value
             .await
             .map_err(|e| CliError::Usage(format!("--creds: {e}")))?;
     }
-    let client = opts
-        .connect(args.nats.as_str())
+    opts.connect(args.nats.as_str())
         .await
         .map_err(|e| CliError::Connect {
             url: args.nats.clone(),
             reason: e.to_string(),
-        })?;
+        })
+}
+
+/// One request/reply on `client`, bounded by `--timeout-ms`; an error reply becomes
+/// [`CliError::Enclave`].
+///
+/// # Errors
+/// [`CliError::NoResponders`], [`CliError::Timeout`], [`CliError::BadReply`],
+/// [`CliError::Enclave`], [`CliError::Connect`].
+pub async fn call(
+    client: &async_nats::Client,
+    args: &NatsArgs,
+    subject: &str,
+    payload: Value,
+) -> Result<Value, CliError> {
     let call = client.request(subject.to_string(), payload.to_string().into());
     let msg = match tokio::time::timeout(Duration::from_millis(args.timeout_ms), call).await {
         Err(_) => {
@@ -114,41 +129,6 @@ async fn request(args: &NatsArgs, subject: &str, payload: Value) -> Result<Value
     Ok(value)
 }
 
-/// Runs `vettid health`.
-pub async fn health(args: &HealthArgs) -> Result<(), CliError> {
-    let reply = request(&args.nats, "enclave.health", json!({})).await?;
-    let healthy = reply
-        .get("healthy")
-        .and_then(Value::as_bool)
-        .ok_or_else(|| CliError::BadReply("no `healthy` field".into()))?;
-    if args.json {
-        output::line(&reply.to_string());
-    } else {
-        output::line(&format!("healthy:        {healthy}"));
-        for key in [
-            "version",
-            "uptime_seconds",
-            "active_vaults",
-            "total_vaults",
-            "memory_used_mb",
-            "memory_total_mb",
-            "module_id",
-            "mock_nsm",
-            "requests_in_flight",
-            "requests_total",
-        ] {
-            if let Some(v) = reply.get(key) {
-                output::line(&format!("{:<15} {}", format!("{key}:"), v));
-            }
-        }
-    }
-    if healthy {
-        Ok(())
-    } else {
-        Err(CliError::Unhealthy)
-    }
-}
-
 /// Runs `vettid attest`.
 pub async fn attest(args: &AttestArgs) -> Result<(), CliError> {
     let nonce = match &args.nonce {
@@ -158,17 +138,55 @@ pub async fn attest(args: &AttestArgs) -> Result<(), CliError> {
     if nonce.is_empty() || nonce.len() > 512 {
         return Err(CliError::Usage("--nonce must be 1 to 512 bytes".into()));
     }
-    let (subject, payload) = match &args.owner {
+    let client = connect(&args.nats).await?;
+    let fetched = fetch_document(&client, &args.nats, &nonce, args.owner.as_deref()).await?;
+    let (document, doc) = (fetched.document, fetched.parsed);
+    if let Some(path) = &args.out {
+        std::fs::write(path, &document)
+            .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))?;
+    }
+    if args.verify {
+        let now_ms = verify_cmd::now_ms();
+        let policy = args.policy.build(Some(nonce.clone()), now_ms)?;
+        vettid_attestation::verify(&document, &policy, now_ms)
+            .map_err(|e| CliError::Verify(e.to_string()))?;
+    }
+    verify_cmd::print_document(&doc, args.json, args.verify);
+    Ok(())
+}
+
+/// A fresh attestation document, checked for consistency (not yet verified).
+pub struct Fetched {
+    /// The raw COSE_Sign1 bytes.
+    pub document: Vec<u8>,
+    /// Its fields, unverified.
+    pub parsed: Document,
+}
+
+/// Asks the enclave for a document over `nonce`: on the Lambda subject
+/// `enclave.attestation.request`, or the app subject of `owner`. Checks that the reply's fields
+/// agree with each other and that the document carries our nonce and the reply's public key;
+/// verifying the document is the caller's choice of policy.
+///
+/// # Errors
+/// What [`call`] returns; [`CliError::BadReply`] when the reply is inconsistent.
+pub async fn fetch_document(
+    client: &async_nats::Client,
+    args: &NatsArgs,
+    nonce: &[u8],
+    owner: Option<&str>,
+) -> Result<Fetched, CliError> {
+    let (subject, payload) = match owner {
         Some(owner) => (
             format!("OwnerSpace.{owner}.forVault.attestation"),
-            json!({"id": "vettid-cli", "type": "attestation.request", "nonce": B64.encode(&nonce)}),
+            json!({"id": "vettid-cli", "type": "attestation.request", "nonce": B64.encode(nonce)}),
         ),
         None => (
             "enclave.attestation.request".to_string(),
-            json!({"nonce": B64.encode(&nonce)}),
+            json!({"nonce": B64.encode(nonce)}),
         ),
     };
-    let reply = request(&args.nats, &subject, payload).await?;
+    let reply = call(client, args, &subject, payload).await?;
     let field = |name: &str| -> Result<Vec<u8>, CliError> {
         let s = reply
             .get(name)
@@ -184,34 +202,23 @@ pub async fn attest(args: &AttestArgs) -> Result<(), CliError> {
             "legacy fields disagree with the new ones".into(),
         ));
     }
-    if let Some(path) = &args.out {
-        std::fs::write(path, &document)
-            .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))?;
-    }
-    let doc = vettid_attestation::parse(&document)
+    let parsed = vettid_attestation::parse(&document)
         .map_err(|e| CliError::BadReply(format!("document does not parse: {e}")))?;
-    if doc.nonce.as_deref() != Some(&nonce[..]) {
+    if parsed.nonce.as_deref() != Some(nonce) {
         return Err(CliError::BadReply(
             "document nonce differs from the one sent".into(),
         ));
     }
-    if doc.public_key.as_deref() != Some(&public_key[..]) {
+    if parsed.public_key.as_deref() != Some(&public_key[..]) {
         return Err(CliError::BadReply(
             "document public_key differs from enclave_public_key".into(),
         ));
     }
-    if args.verify {
-        let now_ms = verify_cmd::now_ms();
-        let policy = args.policy.build(Some(nonce.clone()), now_ms)?;
-        vettid_attestation::verify(&document, &policy, now_ms)
-            .map_err(|e| CliError::Verify(e.to_string()))?;
-    }
-    verify_cmd::print_document(&doc, args.json, args.verify);
-    Ok(())
+    Ok(Fetched { document, parsed })
 }
 
 /// 32 bytes from the kernel's CSPRNG: the nonce must be unpredictable to the enclave's host.
-fn random_nonce() -> Result<Vec<u8>, CliError> {
+pub fn random_nonce() -> Result<Vec<u8>, CliError> {
     use std::io::Read;
     let mut buf = vec![0u8; 32];
     std::fs::File::open("/dev/urandom")

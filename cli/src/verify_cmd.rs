@@ -1,13 +1,13 @@
 //! `vettid verify`: check an attestation document file with the apps' verifier, and the policy
 //! flags shared with `vettid attest --verify`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use clap::Args;
 use serde_json::json;
-use vettid_attestation::manifest::Manifest;
+use vettid_attestation::manifest::{Manifest, VerifiedManifest};
 use vettid_attestation::{Document, PcrSet, Policy};
 
 use crate::error::CliError;
@@ -69,7 +69,7 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn read(path: &PathBuf) -> Result<Vec<u8>, CliError> {
+fn read(path: &Path) -> Result<Vec<u8>, CliError> {
     std::fs::read(path).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))
 }
 
@@ -92,6 +92,38 @@ fn pem_or_der(bytes: &[u8]) -> Result<Vec<u8>, CliError> {
         .map_err(|_| CliError::Usage("bad PEM body".into()))
 }
 
+/// Reads a signed PCR manifest and checks its signature with the key in `key_path`.
+///
+/// # Errors
+/// [`CliError::Usage`] for unreadable or malformed files; [`CliError::Verify`] when the
+/// signature does not verify.
+pub fn load_manifest(path: &Path, key_path: &Path) -> Result<VerifiedManifest, CliError> {
+    let key = pem_or_der(&read(key_path)?)?;
+    let manifest = Manifest::parse(&read(path)?)
+        .map_err(|e| CliError::Usage(format!("manifest {}: {e}", path.display())))?;
+    manifest
+        .verify(&key)
+        .map_err(|e| CliError::Verify(format!("manifest {}: {e}", path.display())))
+}
+
+/// Reads an extra trusted root certificate (PEM or DER), such as the dev mock NSM's.
+///
+/// # Errors
+/// [`CliError::Usage`] when the file cannot be read or decoded.
+pub fn read_root(path: &Path) -> Result<Vec<u8>, CliError> {
+    pem_or_der(&read(path)?)
+}
+
+/// Adds `root_der` to `policy`'s trust anchors; `flag` names the option in the error.
+///
+/// # Errors
+/// [`CliError::Usage`] when the certificate is not a usable root.
+pub fn trust_root(policy: Policy, root_der: &[u8], flag: &str) -> Result<Policy, CliError> {
+    policy
+        .with_extra_root(root_der.to_vec())
+        .map_err(|e| CliError::Usage(format!("{flag}: {e}")))
+}
+
 impl PolicyArgs {
     /// Builds the verifier policy.
     ///
@@ -104,13 +136,7 @@ impl PolicyArgs {
                 .manifest_key
                 .as_ref()
                 .ok_or_else(|| CliError::Usage("--pcrs-manifest needs --manifest-key".into()))?;
-            let key = pem_or_der(&read(key_path)?)?;
-            let manifest = Manifest::parse(&read(path)?)
-                .map_err(|e| CliError::Usage(format!("manifest: {e}")))?;
-            let verified = manifest
-                .verify(&key)
-                .map_err(|e| CliError::Verify(format!("manifest: {e}")))?;
-            verified.policy_at(at_ms)
+            load_manifest(path, key_path)?.policy_at(at_ms)
         } else if let Some(pcr0) = &self.expect_pcr0 {
             let (Some(pcr1), Some(pcr2)) = (&self.expect_pcr1, &self.expect_pcr2) else {
                 return Err(CliError::Usage(
@@ -129,9 +155,7 @@ impl PolicyArgs {
             ));
         };
         if let Some(root) = &self.root {
-            policy = policy
-                .with_extra_root(pem_or_der(&read(root)?)?)
-                .map_err(|e| CliError::Usage(format!("--root: {e}")))?;
+            policy = trust_root(policy, &read_root(root)?, "--root")?;
         }
         if let Some(ms) = self.max_age_ms {
             policy = policy.with_max_age_ms(ms);

@@ -123,6 +123,7 @@ pub async fn run(
         .await
         .map_err(RunError::Storage)?;
     tracing::info!(backend = store.kind(), "object store ready");
+    let storage_probe = http::StorageProbe::new(&store, &config.storage);
     let storage = StorageRelay::new(store, config.storage.timeout, metrics.clone());
     let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
     let mut handler = ParentHandler::new(publish_tx, metrics.clone(), storage);
@@ -172,6 +173,9 @@ pub async fn run(
         dead_after: link_cfg.dead_after,
         enclave_address: config.enclave.address.to_string(),
         enclave_id: config.enclave_id.clone(),
+        attestation_policy: http::views::attestation_policy(&config.attestation),
+        storage: storage_probe,
+        kms_allow_entries: config.kms.as_ref().map(|k| k.allow.iter().count()),
     });
     tasks.spawn(http::serve(
         http_listener,

@@ -126,8 +126,12 @@ impl Bridge {
             );
             tasks.shutdown().await;
         }
-        if let Err(e) = this.client.flush().await {
-            tracing::warn!(error = %e, "final NATS flush failed");
+        // Bounded: with nats-server already gone a flush would wait forever and the parent
+        // would never exit.
+        match tokio::time::timeout(Duration::from_secs(2), this.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "final NATS flush failed"),
+            Err(_) => tracing::warn!("final NATS flush timed out"),
         }
     }
 

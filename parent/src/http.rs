@@ -4,6 +4,15 @@
 //! existed, defect G12): NATS connected, enclave link up and heard from within the dead-peer
 //! window. It answers 503 with the reason when not healthy. `/ready` additionally requires the
 //! subscriptions to be active and the parent not draining.
+//!
+//! Besides liveness, `/health` reports what `vettid health` shows operators: what the enclave's
+//! attestation was checked against, the link's last error, the object store's reachability
+//! ([`probe`], cached) and the KMS tunnel ([`views`]). Those do not change `healthy` or the
+//! status code: restarting the parent cannot fix an S3 outage or a KMS policy, so a load balancer
+//! or watchdog acting on `/health` must not see them as the parent's death.
+
+pub mod probe;
+pub mod views;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +31,7 @@ use tokio::task::JoinSet;
 
 use crate::enclave_link::EnclaveLink;
 use crate::metrics::Metrics;
+pub use probe::StorageProbe;
 
 /// How long one HTTP connection may stay open; health checks are one request each.
 const CONNECTION_LIMIT: Duration = Duration::from_secs(30);
@@ -46,6 +56,12 @@ pub struct HttpState {
     pub enclave_address: String,
     /// This host's enclave id.
     pub enclave_id: String,
+    /// What the enclave's attestation is checked against ([`views::attestation_policy`]).
+    pub attestation_policy: serde_json::Value,
+    /// The object store's reachability.
+    pub storage: StorageProbe,
+    /// Entries of `[kms] allow`; `None` without a `[kms]` section.
+    pub kms_allow_entries: Option<usize>,
 }
 
 impl HttpState {
@@ -86,11 +102,16 @@ impl HttpState {
             "enclave_address": self.enclave_address,
             "enclave_id": self.enclave_id,
             "enclave_connects": self.link.connects(),
+            "enclave_last_error": self.link.last_error(),
+            // Only an enclave that passed the check is ever connected; the last check's
+            // details stay visible after the link drops, so this says whether they are current.
+            "enclave_attestation_verified": enclave_connected && self.link.checked().is_some(),
             "enclave_attested": self.link.checked().map(|c| json!({
                 "module_id": c.module_id,
                 "pcr0": c.pcr0,
                 "pcr_set": c.pcr_set,
             })),
+            "attestation_policy": self.attestation_policy,
             "subscribed": self.subscribed.load(Ordering::Relaxed),
             "draining": self.draining.load(Ordering::Relaxed),
             "in_flight": self.metrics.in_flight.get(),
@@ -98,6 +119,15 @@ impl HttpState {
             "uptime_seconds": self.started.elapsed().as_secs(),
             "reasons": reasons,
         });
+        (healthy, body)
+    }
+
+    /// The full `/health` report: [`HttpState::health`] plus `storage` (probed, cached) and
+    /// `kms`.
+    pub async fn report(&self) -> (bool, serde_json::Value) {
+        let (healthy, mut body) = self.health();
+        body["storage"] = self.storage.json().await;
+        body["kms"] = views::kms(&self.metrics, self.kms_allow_entries);
         (healthy, body)
     }
 
@@ -125,7 +155,7 @@ pub async fn serve(
                 conns.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(route(&state, &req)) }
+                        async move { Ok::<_, Infallible>(route(&state, &req).await) }
                     });
                     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                     let _ = tokio::time::timeout(CONNECTION_LIMIT, conn).await;
@@ -136,13 +166,13 @@ pub async fn serve(
     conns.shutdown().await;
 }
 
-fn route(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     match req.uri().path() {
         "/health" => {
-            let (healthy, body) = state.health();
+            let (healthy, body) = state.report().await;
             let status = if healthy {
                 StatusCode::OK
             } else {

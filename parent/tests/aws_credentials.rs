@@ -44,6 +44,7 @@ fn kms_config() -> KmsConfig {
         allow: AllowList::default(),
         connect_timeout: Duration::from_secs(1),
         max_tunnels: 1,
+        resolve: Default::default(),
     }
 }
 

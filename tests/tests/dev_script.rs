@@ -50,6 +50,7 @@ fn dev_script_runs_a_system_whose_vault_works_and_stops_on_ctrl_c() {
     while started.elapsed() < Duration::from_secs(240) {
         let out = Command::new(bin_path("vettid"))
             .args(["health", "--timeout-ms", "1000", "--nats", &nats_url])
+            .args(["--parent-url", &format!("http://127.0.0.1:{http_port}")])
             .output()
             .unwrap();
         if out.status.success() {

@@ -218,15 +218,19 @@ async fn operator_cli_reports_health_and_attests() {
     let sys = System::start(SystemOptions::default());
     let cli = vettid_tests::bin_path("vettid");
     let out = std::process::Command::new(&cli)
-        .args(["health", "--nats", &sys.nats.url()])
+        .args(["health", "--json", "--nats", &sys.nats.url()])
+        .args([
+            "--parent-url",
+            &format!("http://127.0.0.1:{}", sys.http_port),
+        ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("healthy:        true"));
+    // This system has no KMS: the enclave is healthy, the overall verdict is DEGRADED (exit 1).
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(view["enclave"]["healthy"], true, "{view}");
+    assert_eq!(view["verdict"], "DEGRADED", "{view}");
+    assert_eq!(out.status.code(), Some(1));
 
     let doc_path = sys.dir.path().join("doc.cbor");
     let out = std::process::Command::new(&cli)

@@ -27,6 +27,26 @@ const MAX_SECRET_NAME: usize = 256;
 /// Largest secret value.
 const MAX_SECRET_VALUE: usize = 64 * 1024;
 
+/// Every vault operation this build implements (the `forVault.{op}` token).
+pub const OPS: &[&str] = &[
+    "pin",
+    "pin-setup",
+    "pin-unlock",
+    "pin-change",
+    "credential.create",
+    "credential.password-change",
+    "credential.get",
+    "credential.version",
+    "credential.delete",
+    "secrets.add",
+    "secrets.update",
+    "secrets.retrieve",
+    "secrets.delete",
+    "secrets.list",
+    "secrets.identity",
+    "vault.save",
+];
+
 /// Runs vault operation `op` for `owner`.
 ///
 /// # Errors
@@ -37,6 +57,10 @@ pub async fn dispatch(
     op: &str,
     request: &Map<String, Value>,
 ) -> Result<Body, ClientError> {
+    // An operation this build does not have is `not_supported` whatever else is wrong (G30).
+    if !OPS.contains(&op) {
+        return Err(ClientError::NotSupported);
+    }
     let sealer = state
         .sealer
         .as_deref()
