@@ -144,81 +144,97 @@ impl Ctx<'_> {
         })))
     }
 
-    pub(super) async fn pin_unlock(&self, body: &Map<String, Value>) -> Reply {
+    /// The common start of `pin.unlock` and `pin.change`: `{utk_id, encrypted_payload}`, the
+    /// payload sealed (legacy ECIES) to the vault's key. Returns the locked slot, the UTK id and
+    /// the decrypted JSON object.
+    async fn open_pin_request(
+        &self,
+        body: &Map<String, Value>,
+    ) -> Result<
+        (
+            tokio::sync::OwnedMutexGuard<Slot>,
+            String,
+            Map<String, Value>,
+        ),
+        ClientError,
+    > {
         let utk_id = payload::string(body, "utk_id")?.to_owned();
         let envelope = payload::base64(body, "encrypted_payload")?;
         let mut slot = self.vaults.slot(self.owner).await;
         self.vaults.load(self.sealer, self.owner, &mut slot).await?;
         let plain = legacy_ecies::open(&Self::ecies_key(&slot)?, &envelope)
             .map_err(|_| ClientError::DecryptionFailed)?;
-        let plain = payload::plaintext_object(&plain)?;
-        let pin =
-            Pin::parse(payload::string(&plain, "pin").map_err(|_| ClientError::InvalidPinFormat)?)
-                .map_err(|_| ClientError::InvalidPinFormat)?;
-        drop(plain);
+        Ok((slot, utk_id, payload::plaintext_object(&plain)?))
+    }
 
-        let dek = self.attempt_pin(&mut slot, pin).await?;
-        let mut meta = Self::meta(&slot)?;
+    /// Checks `pin` (counted first), then opens the state and spends `utk_id`. Returns the meta
+    /// with the counter cleared, the state and the DEK, for the caller to commit. A correct PIN
+    /// with a bad UTK clears the counter but unlocks nothing.
+    async fn verified(
+        &self,
+        slot: &mut Slot,
+        pin: Pin,
+        utk_id: &str,
+    ) -> Result<(Meta, State, Dek), ClientError> {
+        let dek = self.attempt_pin(slot, pin).await?;
+        let mut meta = Self::meta(slot)?;
         meta.failed_attempts = 0;
         meta.backoff_until_ms = 0;
-        let mut state = self.current_state(&slot, &dek)?;
+        let mut state = self.current_state(slot, &dek)?;
         if meta.credential_delete_pending {
             state.credential = None;
             meta.credential_delete_pending = false;
         }
         let Some(index) = state.utks.iter().position(|u| u.id == utk_id) else {
-            // The PIN was right: clear the counter, but do not unlock on a bad UTK.
-            self.vaults
-                .commit(self.owner, &mut slot, meta, None)
-                .await?;
+            self.vaults.commit(self.owner, slot, meta, None).await?;
             return Err(ClientError::UtkInvalid);
         };
         state.utks.remove(index);
-        let new_utks = self.add_utks(&mut state, UTKS_AFTER_USE)?;
+        Ok((meta, state, dek))
+    }
+
+    /// Commits and builds the reply of an unlock or change: `status`, `new_utks` and, when a
+    /// credential exists, `encrypted_credential` under the (new) DEK.
+    async fn finish_pin(
+        &self,
+        slot: &mut Slot,
+        meta: Meta,
+        mut state: State,
+        dek: Dek,
+        status: &str,
+        utks: usize,
+    ) -> Reply {
+        let new_utks = self.add_utks(&mut state, utks)?;
         let credential = state
             .credential
             .as_ref()
             .map(|c| Self::credential_under_dek(&dek, c))
             .transpose()?;
         self.vaults
-            .commit(self.owner, &mut slot, meta, Some((dek, state)))
+            .commit(self.owner, slot, meta, Some((dek, state)))
             .await?;
-        tracing::info!(vault = self.owner, "vault unlocked");
-        let mut reply = object(json!({"status": "unlocked", "new_utks": new_utks}));
+        tracing::info!(vault = self.owner, status, "PIN operation done");
+        let mut reply = object(json!({"status": status, "new_utks": new_utks}));
         if let Some(c) = credential {
             reply.insert("encrypted_credential".into(), c.into());
         }
         Ok(reply)
     }
 
-    pub(super) async fn pin_change(&self, body: &Map<String, Value>) -> Reply {
-        let utk_id = payload::string(body, "utk_id")?.to_owned();
-        let envelope = payload::base64(body, "encrypted_payload")?;
-        let mut slot = self.vaults.slot(self.owner).await;
-        self.vaults.load(self.sealer, self.owner, &mut slot).await?;
-        let plain = legacy_ecies::open(&Self::ecies_key(&slot)?, &envelope)
-            .map_err(|_| ClientError::DecryptionFailed)?;
-        let plain = payload::plaintext_object(&plain)?;
-        let parse = |field| {
-            payload::string(&plain, field)
-                .map_err(|_| ClientError::InvalidPinFormat)
-                .and_then(|s| Pin::parse(s).map_err(|_| ClientError::InvalidPinFormat))
-        };
-        let (old_pin, new_pin) = (parse("old_pin")?, parse("new_pin")?);
+    pub(super) async fn pin_unlock(&self, body: &Map<String, Value>) -> Reply {
+        let (mut slot, utk_id, plain) = self.open_pin_request(body).await?;
+        let pin = parse_pin(&plain, "pin")?;
         drop(plain);
+        let (meta, state, dek) = self.verified(&mut slot, pin, &utk_id).await?;
+        self.finish_pin(&mut slot, meta, state, dek, "unlocked", UTKS_AFTER_USE)
+            .await
+    }
 
-        let old_dek = self.attempt_pin(&mut slot, old_pin).await?;
-        let mut meta = Self::meta(&slot)?;
-        meta.failed_attempts = 0;
-        meta.backoff_until_ms = 0;
-        let mut state = self.current_state(&slot, &old_dek)?;
-        let Some(index) = state.utks.iter().position(|u| u.id == utk_id) else {
-            self.vaults
-                .commit(self.owner, &mut slot, meta, None)
-                .await?;
-            return Err(ClientError::UtkInvalid);
-        };
-        state.utks.remove(index);
+    pub(super) async fn pin_change(&self, body: &Map<String, Value>) -> Reply {
+        let (mut slot, utk_id, plain) = self.open_pin_request(body).await?;
+        let (old_pin, new_pin) = (parse_pin(&plain, "old_pin")?, parse_pin(&plain, "new_pin")?);
+        drop(plain);
+        let (mut meta, mut state, _old_dek) = self.verified(&mut slot, old_pin, &utk_id).await?;
         let material = &slot.vault.as_ref().ok_or(ClientError::Internal)?.material;
         let new_dek = self
             .vaults
@@ -228,21 +244,22 @@ impl Ctx<'_> {
         if let Some(c) = state.credential.as_mut() {
             c.version += 1;
         }
-        let new_utks = self.add_utks(&mut state, UTKS_AFTER_CHANGE)?;
-        let credential = state
-            .credential
-            .as_ref()
-            .map(|c| Self::credential_under_dek(&new_dek, c))
-            .transpose()?;
-        // State re-sealed under the new DEK and the new verifier in one write.
-        self.vaults
-            .commit(self.owner, &mut slot, meta, Some((new_dek, state)))
-            .await?;
-        tracing::info!(vault = self.owner, "PIN changed");
-        let mut reply = object(json!({"status": "pin_changed", "new_utks": new_utks}));
-        if let Some(c) = credential {
-            reply.insert("encrypted_credential".into(), c.into());
-        }
-        Ok(reply)
+        // State re-sealed under the new DEK beside the new verifier, in one write.
+        self.finish_pin(
+            &mut slot,
+            meta,
+            state,
+            new_dek,
+            "pin_changed",
+            UTKS_AFTER_CHANGE,
+        )
+        .await
     }
+}
+
+/// A PIN field of a decrypted payload.
+fn parse_pin(plain: &Map<String, Value>, field: &'static str) -> Result<Pin, ClientError> {
+    payload::string(plain, field)
+        .map_err(|_| ClientError::InvalidPinFormat)
+        .and_then(|s| Pin::parse(s).map_err(|_| ClientError::InvalidPinFormat))
 }
