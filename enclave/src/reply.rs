@@ -146,6 +146,10 @@ pub enum ClientError {
     /// Vault storage is unavailable; nothing was changed.
     #[error("vault storage unavailable, nothing was changed")]
     StorageUnavailable,
+    /// Storage did not answer in time: the change may or may not have been stored. A retry is
+    /// safe (its UTK is single use, so a change cannot apply twice).
+    #[error("vault storage did not answer in time; the change may have been stored, retry")]
+    StorageTimeout,
     /// The stored vault is older than one this enclave has seen (a replayed object).
     #[error("stored vault is stale (rollback refused)")]
     StaleVault,
@@ -200,6 +204,7 @@ impl ClientError {
             ClientError::TooManySecrets => "too_many_secrets",
             ClientError::StorageConflict => "storage_conflict",
             ClientError::StorageUnavailable => "storage_unavailable",
+            ClientError::StorageTimeout => "storage_timeout",
             ClientError::StaleVault => "stale_vault",
             ClientError::CorruptVault => "corrupt_vault",
             ClientError::Kms(e) => e.code(),

@@ -157,6 +157,40 @@ pub(crate) struct NewVault {
 pub(crate) struct Slot {
     vault: Option<Loaded>,
     last_used: Option<Instant>,
+    /// What a conflict left behind: the material and, if the vault was unlocked, the DEK, so
+    /// the reload needs neither KMS nor the PIN again. Used only if the reloaded object still
+    /// has the same material blob and a verifier the DEK matches (another host's PIN change
+    /// makes it locked again).
+    retained: Option<Retained>,
+}
+
+impl Slot {
+    /// The stored object changed under us: drop the cached copy, keep what lets the next
+    /// request reload it without KMS or the PIN.
+    pub(crate) fn reload_later(&mut self) {
+        if let Some(old) = self.vault.take() {
+            self.retained = Some(Retained {
+                material_blob: old.stored.material.clone(),
+                material: Material::from_bytes(*old.material.expose()),
+                unlocked: old
+                    .unlocked
+                    .map(|u| (Dek::from_bytes(*u.dek.expose()), u.last_activity)),
+            });
+        }
+    }
+
+    /// Forgets the vault entirely (eviction, reset): the next use needs KMS and the PIN.
+    pub(crate) fn forget(&mut self) {
+        self.vault = None;
+        self.retained = None;
+    }
+}
+
+/// See [`Slot::retained`].
+pub(crate) struct Retained {
+    material_blob: Vec<u8>,
+    material: Material,
+    unlocked: Option<(Dek, Instant)>,
 }
 
 /// Every vault this enclave holds, and what they share.
@@ -246,7 +280,10 @@ impl Vaults {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         // Forget empty, unused slots so the map stays bounded.
         slots.retain(|_, s| {
-            Arc::strong_count(s) > 1 || s.try_lock().map(|g| g.vault.is_some()).unwrap_or(true)
+            Arc::strong_count(s) > 1
+                || s.try_lock()
+                    .map(|g| g.vault.is_some() || g.retained.is_some())
+                    .unwrap_or(true)
         });
         let mut idle: Vec<(Instant, String, usize)> = Vec::new();
         let mut count = 0;
@@ -272,7 +309,7 @@ impl Vaults {
             }
             if let Some(slot) = slots.get(&name) {
                 if let Ok(mut s) = slot.try_lock() {
-                    s.vault = None;
+                    s.forget();
                     count -= 1;
                     bytes = bytes.saturating_sub(size);
                     tracing::debug!(vault = %name, "vault evicted");
@@ -324,19 +361,40 @@ impl Vaults {
                 .ok_or(ClientError::NotEnrolled)?;
             let stored = StoredVault::parse(vault, &fetched.body).map_err(record_error)?;
             self.check_fresh(vault, stored.version)?;
-            let material = sealer
-                .unseal(&stored.material, &SealContext::vault_material(vault))
-                .await;
-            self.count_kms(&material);
-            let material = material.map_err(kms_error)?;
+            let retained = slot
+                .retained
+                .take()
+                .filter(|r| r.material_blob == stored.material);
+            let (material, kept) = match retained {
+                Some(r) => (r.material, r.unlocked),
+                None => {
+                    let material = sealer
+                        .unseal(&stored.material, &SealContext::vault_material(vault))
+                        .await;
+                    self.count_kms(&material);
+                    (material.map_err(kms_error)?, None)
+                }
+            };
             let meta = record::open_meta(&material, &stored).map_err(record_error)?;
+            let unlocked = kept.and_then(|(dek, last_activity)| {
+                let verifier = vettid_vault_crypto::PinVerifier::from_bytes(&meta.verifier).ok()?;
+                if !verifier.matches(&dek) {
+                    return None;
+                }
+                let state = record::open_state(&dek, vault, &meta, &stored.state).ok()?;
+                Some(Unlocked {
+                    dek,
+                    state,
+                    last_activity,
+                })
+            });
             self.record_seen(vault, stored.version);
             slot.vault = Some(Loaded {
                 etag: fetched.etag,
                 stored,
                 material,
                 meta,
-                unlocked: None,
+                unlocked,
             });
         }
         let loaded = slot.vault.as_mut().ok_or(ClientError::Internal)?;
@@ -405,11 +463,24 @@ impl Vaults {
                 Ok(())
             }
             Err(StoreError::Conflict) => {
-                tracing::warn!(vault, "vault changed on another host; cached copy dropped");
-                slot.vault = None;
+                tracing::warn!(
+                    vault,
+                    "vault changed on another host; reloading on next use"
+                );
+                slot.reload_later();
                 Err(ClientError::StorageConflict)
             }
             Err(StoreError::Unavailable) => Err(ClientError::StorageUnavailable),
+            Err(StoreError::Uncertain) => {
+                // The write may still land: reload before the next change, so the cached copy
+                // never builds on a version that might not be the stored one.
+                tracing::warn!(
+                    vault,
+                    "storage did not answer in time; reloading on next use"
+                );
+                slot.reload_later();
+                Err(ClientError::StorageTimeout)
+            }
         }
     }
 
@@ -455,13 +526,14 @@ impl Vaults {
             }
             Err(StoreError::Conflict) => Err(ClientError::AlreadyEnrolled),
             Err(StoreError::Unavailable) => Err(ClientError::StorageUnavailable),
+            Err(StoreError::Uncertain) => Err(ClientError::StorageTimeout),
         }
     }
 
     /// Deletes `vault` from storage and memory (signed reset).
     pub(crate) async fn delete(&self, vault: &str, slot: &mut Slot) -> Result<bool, ClientError> {
         let existed = self.store.delete(vault).await.map_err(store_error)?;
-        slot.vault = None;
+        slot.forget();
         self.forget(vault);
         Ok(existed)
     }
@@ -530,6 +602,7 @@ fn store_error(e: StoreError) -> ClientError {
     match e {
         StoreError::Conflict => ClientError::StorageConflict,
         StoreError::Unavailable => ClientError::StorageUnavailable,
+        StoreError::Uncertain => ClientError::StorageTimeout,
     }
 }
 

@@ -13,7 +13,9 @@ use bytes::Bytes;
 use vettid_protocol::{PutCondition, Request, Response, StorageRequest, StorageResponse};
 
 use super::record::object_key;
-use crate::parent::ParentLink;
+use crate::parent::{ParentError, ParentLink};
+use vettid_link::RpcError;
+use vettid_protocol::ErrorCode;
 
 /// Why a storage call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -21,9 +23,12 @@ pub enum StoreError {
     /// The object changed (or appeared) since we read it: another enclave wrote it.
     #[error("storage conflict")]
     Conflict,
-    /// The parent, the link or the object store failed.
+    /// The parent, the link or the object store failed; nothing was written.
     #[error("storage unavailable")]
     Unavailable,
+    /// No answer in time, or the link died mid-call: the write may still land.
+    #[error("storage outcome unknown")]
+    Uncertain,
 }
 
 /// A fetched object.
@@ -64,7 +69,15 @@ impl VaultStore {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "storage request failed");
-                Err(StoreError::Unavailable)
+                Err(match e {
+                    ParentError::Rpc(RpcError::Timeout(_) | RpcError::Closed(_)) => {
+                        StoreError::Uncertain
+                    }
+                    ParentError::Rpc(RpcError::Remote(w)) if w.code == ErrorCode::Timeout => {
+                        StoreError::Uncertain
+                    }
+                    _ => StoreError::Unavailable,
+                })
             }
         }
     }

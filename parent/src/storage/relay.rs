@@ -159,7 +159,10 @@ fn op_of(request: &StorageRequest) -> StorageOp {
 pub fn to_wire(e: StorageError) -> WireError {
     let code = match e {
         StorageError::InvalidKey(_) | StorageError::TooLarge => ErrorCode::Rejected,
-        StorageError::Unavailable(_) | StorageError::Timeout => ErrorCode::Unavailable,
+        StorageError::Unavailable(_) => ErrorCode::Unavailable,
+        // The store call may still complete after this answer: the enclave must treat the
+        // outcome as unknown, not as "nothing changed".
+        StorageError::Timeout => ErrorCode::Timeout,
     };
     WireError::new(code, e.to_string())
 }

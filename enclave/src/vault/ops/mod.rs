@@ -260,7 +260,7 @@ impl Ctx<'_> {
         &self,
     ) -> Result<(tokio::sync::OwnedMutexGuard<Slot>, State, Dek), ClientError> {
         let mut slot = self.vaults.slot(self.owner).await;
-        if slot.vault.is_none() {
+        if slot.vault.is_none() && slot.retained.is_none() {
             return Err(if self.vaults.exists(self.owner).await? {
                 ClientError::VaultLocked
             } else {

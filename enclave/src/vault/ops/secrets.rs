@@ -203,7 +203,7 @@ impl Ctx<'_> {
                 Ok(object(json!({"status": "saved", "version": version})))
             }
             _ => {
-                slot.vault = None;
+                slot.reload_later();
                 Err(ClientError::StorageConflict)
             }
         }

@@ -87,10 +87,22 @@ async fn two_enclaves_one_wins_the_other_conflicts_nothing_lost() {
         )
         .await;
     assert_eq!(r["status"], "added", "{r}");
-    // A reloads (after unlocking again) and sees B's secret.
-    let (id, _) = live.remove(0);
-    let r = a.unlock("u8", &ecies, &id, "1234").await;
-    assert_eq!(r["status"], "unlocked", "{r}");
+    // A reloads on its next request, still unlocked (it kept the DEK, which matches the
+    // reloaded verifier): no KMS call, no PIN. Its retried write lands beside B's.
+    let unseals = a.p.state().vaults.kms_outcomes().get("ok").copied();
+    let r = a
+        .utk_op(
+            "u8",
+            "secrets.add",
+            &live.remove(0),
+            json!({"name": "a", "value": "1", "password_hash": PHC}),
+        )
+        .await;
+    assert_eq!(r["status"], "added", "{r}");
+    assert_eq!(
+        a.p.state().vaults.kms_outcomes().get("ok").copied(),
+        unseals
+    );
     let mut live = utks(&r["new_utks"]);
     let reply_key =
         aws_lc_rs::agreement::PrivateKey::generate(&aws_lc_rs::agreement::X25519).unwrap();
@@ -103,7 +115,32 @@ async fn two_enclaves_one_wins_the_other_conflicts_nothing_lost() {
             json!({"reply_key": B64.encode(reply_pub), "password_hash": PHC}),
         )
         .await;
-    assert_eq!(r["count"], 1, "{r}");
+    assert_eq!(r["count"], 2, "{r}");
+    // After a PIN change on B, A's kept DEK no longer matches: A is locked, not wrong.
+    let env = legacy_ecies::seal(
+        &ecies,
+        json!({"old_pin": "1234", "new_pin": "5678"})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    // B's copy is stale now (A wrote): the first try conflicts, the retry goes through.
+    let change = json!({"utk_id": live.remove(0).0, "encrypted_payload": B64.encode(env)});
+    let r = b.call("u8", "pin-change", change.clone()).await;
+    assert_eq!(code(&r), "storage_conflict", "{r}");
+    let r = b.call("u8", "pin-change", change).await;
+    assert_eq!(r["status"], "pin_changed", "{r}");
+    let r = a
+        .utk_op(
+            "u8",
+            "secrets.add",
+            &live.remove(0),
+            json!({"name": "c", "value": "3", "password_hash": PHC}),
+        )
+        .await;
+    assert_eq!(code(&r), "storage_conflict", "{r}");
+    let r = a.call("u8", "secrets.identity", json!({})).await;
+    assert_eq!(code(&r), "vault_locked", "{r}");
 }
 
 #[tokio::test]
