@@ -1,6 +1,6 @@
 //! The real `S3Store` (aws-sdk-s3) against moto 5.x's S3 (`moto_server`, installed by
 //! `scripts/test`): conditional writes, not-found, pagination, key prefix, and a server that dies
-//! or hangs mid-test (Unavailable within the timeout, never a hang).
+//! or hangs mid-test (Timeout within the timeout, never a hang).
 //!
 //! moto 5.x evaluates `If-None-Match: *` and `If-Match` on PutObject and `If-Match` on
 //! DeleteObject (412 on mismatch; If-Match on a missing key is 404 NoSuchKey), so the S3 mapping
@@ -369,7 +369,7 @@ async fn a_hanging_endpoint_times_out() {
         .unwrap_err();
     assert_eq!(
         (err.code, err.message.as_str()),
-        (ErrorCode::Unavailable, "object store timed out")
+        (ErrorCode::Timeout, "object store timed out")
     );
     assert!(
         t.elapsed() < Duration::from_secs(2),
