@@ -271,7 +271,12 @@ mod tests {
         let p = probe.status().await;
         assert!(!p.reachable);
         let e = p.error.unwrap();
-        assert!(e.starts_with("HeadBucket vettid-vaults: "), "{e}");
+        // The SDK's retries may run into the probe's own bound on a loaded machine: either way
+        // the store is reported unreachable, in time.
+        assert!(
+            e.starts_with("HeadBucket vettid-vaults: ") || e.starts_with("no answer within"),
+            "{e}"
+        );
         assert!(started.elapsed() < PROBE_TIMEOUT + Duration::from_secs(1));
         assert_eq!(probe.backend(), "s3");
     }
