@@ -1,249 +1,1005 @@
-//! The fault table: a fixed-rate load while one part of the system fails and comes back, counting
-//! for every request how many answers it got. Each request has its own reply inbox, so a second
-//! answer to the same request (a duplicate) is seen, not hidden by request/reply plumbing.
+//! The fault table under a vault load: app users attesting, enrolling, unlocking and adding and
+//! reading secrets while one part of the system fails and comes back, and afterwards proof that
+//! nothing acknowledged was lost.
+//!
+//! Every request goes through one [`Requester`], so each has its own reply subject and a second
+//! answer to it is counted (`duplicates`), not hidden. Durability is checked the hard way: a new
+//! enclave process (nothing cached), a cold `pin.unlock` of every user, `secrets.list` compared
+//! with what every `secrets.add` was answered, the last acknowledged value read back, and every
+//! acknowledged enrolment opened again through KMS. A request whose answer does not say whether
+//! it was stored ([`in_doubt`]: the enclave or the parent died with it, or the store did not
+//! answer in time) may go either way; any other error must have stored nothing.
+//!
+//! `vettid-faults` prints this table; `tests/fault_table.rs` and `tests/vault_faults.rs` assert it
+//! in `scripts/test`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
-use futures::StreamExt;
-use serde_json::{json, Value};
+use tokio::sync::Notify;
 
-use crate::system::System;
+use crate::app::{self, ReplyKey};
+use crate::kms::KmsOptions;
+use crate::replies::Requester;
+use crate::system::{System, SystemOptions};
+use crate::vault_client::{Answer, VaultUser};
 
-/// When an answer arrived, and whether it was a success (or the error code).
-type Answer = (Instant, Result<(), String>);
+/// Every request waits at most this long. The harness's parent answers every enclave call within
+/// 5 s (`request_timeout_ms`), so a request unanswered after this got no answer at all.
+pub const LIMIT: Duration = Duration::from_secs(8);
 
-/// A part that fails.
+/// Error codes that do not say whether the request was stored: the enclave died with it, the
+/// parent gave up waiting for it, or the store did not answer in time.
+pub const UNCERTAIN: &[&str] = &["enclave_unavailable", "enclave_timeout", "storage_timeout"];
+
+/// Whether `answer` leaves open whether its request was stored: an [`UNCERTAIN`] code, or no
+/// answer at all (the parent died with the request, or nats-server was away).
+pub fn in_doubt(answer: &Answer) -> bool {
+    matches!(answer, Answer::Lost(_)) || UNCERTAIN.contains(&answer.code().as_str())
+}
+
+/// What a request was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// App `attestation` (a key for `pin.setup`).
+    Attest,
+    /// A new user's `pin.setup` (KMS `GenerateDataKey`, Argon2id, create-only write).
+    Enrol,
+    /// `pin.unlock` of an enrolled user (Argon2id; KMS `Decrypt` when the vault is cold).
+    Unlock,
+    /// `secrets.add`: a mutation.
+    Add,
+    /// `secrets.retrieve` of the last acknowledged secret, its value checked.
+    Retrieve,
+}
+
+/// One request and its answer.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// What it was.
+    pub kind: Kind,
+    /// The secret's name for [`Kind::Add`]; the owner for [`Kind::Enrol`]; empty otherwise.
+    pub name: String,
+    /// When it was sent.
+    pub sent: Instant,
+    /// When its answer came (or the client gave up).
+    pub answered: Instant,
+    /// The answer.
+    pub answer: Answer,
+}
+
+/// Shared by the load tasks and the fault: when to stop, requests out, unlocks done, and a nudge
+/// when the broken part is back (so the slow streams try at once instead of at their next tick).
+#[derive(Default)]
+pub struct Load {
+    /// Set to end the load.
+    pub stop: AtomicBool,
+    /// Requests sent and not yet answered.
+    pub in_flight: AtomicUsize,
+    /// `pin.unlock`s answered with success.
+    pub unlocks: AtomicUsize,
+    /// Notified when the part is back.
+    pub back: Notify,
+}
+
+impl Load {
+    /// Waits (at most `limit`) until a request is out, so a fault can hit one mid-flight.
+    pub async fn until_in_flight(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.in_flight.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Waits (at most `limit`) until the load has unlocked `n` vaults.
+    pub async fn until_unlocked(&self, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.unlocks.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn timed(
+        &self,
+        kind: Kind,
+        name: String,
+        call: impl std::future::Future<Output = Answer>,
+    ) -> Sent {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let sent = Instant::now();
+        let answer = call.await;
+        let answered = Instant::now();
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        Sent {
+            kind,
+            name,
+            sent,
+            answered,
+            answer,
+        }
+    }
+}
+
+/// What each enrolled user does per tick.
+#[derive(Debug, Clone, Copy)]
+pub struct Mix {
+    /// Time between one user's requests.
+    pub pace: Duration,
+    /// Every this many ticks a warm `pin.unlock` (Argon2id); `0`: never.
+    pub unlock_every: u32,
+    /// Every this many ticks a `secrets.retrieve`; `0`: never. Other ticks are `secrets.add`.
+    pub retrieve_every: u32,
+}
+
+impl Mix {
+    /// `secrets.add` only, one per `pace`.
+    pub fn adds(pace: Duration) -> Self {
+        Self {
+            pace,
+            unlock_every: 0,
+            retrieve_every: 0,
+        }
+    }
+}
+
+/// `n` enrolled users with a credential, their vaults unlocked.
+///
+/// # Panics
+/// If an enrolment fails.
+pub async fn users(requester: &Requester, prefix: &str, n: usize) -> Vec<VaultUser> {
+    let password_hash = app::phc_password_hash("fault test password");
+    let mut users = Vec::new();
+    for i in 0..n {
+        let mut u = VaultUser::new(
+            requester.clone(),
+            &format!("{prefix}-{i}"),
+            &password_hash,
+            LIMIT,
+        );
+        if i == 0 {
+            u.wait_answering(LIMIT).await;
+        }
+        u.setup(&format!("{:04}", 4000 + i))
+            .await
+            .expect_ok("pin.setup");
+        u.create_credential().await.expect_ok("credential.create");
+        users.push(u);
+    }
+    users
+}
+
+/// One user's load by `mix` until stopped. A `vault_locked` answer (the enclave restarted, or a
+/// second host without the vault unlocked took the request) is met as an app meets it, with a
+/// `pin.unlock`. A retrieved value that is not the one stored is recorded as error `wrong_value`.
+pub async fn user_load(mut user: VaultUser, mix: Mix, load: Arc<Load>) -> (VaultUser, Vec<Sent>) {
+    let mut sent: Vec<Sent> = Vec::new();
+    let mut tick = tokio::time::interval(mix.pace);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u32 = 0;
+    let mut last_acked: Option<(String, String)> = None;
+    while !load.stop.load(Ordering::SeqCst) {
+        tick.tick().await;
+        n += 1;
+        let s = if mix.unlock_every > 0 && n.is_multiple_of(mix.unlock_every) {
+            load.timed(Kind::Unlock, String::new(), user.unlock()).await
+        } else if let (true, Some((id, name))) = (
+            mix.retrieve_every > 0 && n.is_multiple_of(mix.retrieve_every),
+            last_acked.clone(),
+        ) {
+            let reply = ReplyKey::generate();
+            let mut s = load
+                .timed(
+                    Kind::Retrieve,
+                    name.clone(),
+                    user.retrieve_secret(&id, &reply),
+                )
+                .await;
+            if let Answer::Ok(r) = &s.answer {
+                let value = reply.open_json(r["encrypted_secret"].as_str().unwrap_or_default());
+                if value["value"] != format!("value of {name}") {
+                    s.answer =
+                        Answer::Error(serde_json::json!({"type": "error", "code": "wrong_value"}));
+                }
+            }
+            s
+        } else {
+            let name = format!("{}-{:04}", user.owner, sent.len());
+            let value = format!("value of {name}");
+            let s = load
+                .timed(Kind::Add, name.clone(), user.add_secret(&name, &value))
+                .await;
+            if let Answer::Ok(r) = &s.answer {
+                last_acked = Some((r["id"].as_str().unwrap_or_default().to_owned(), name));
+            }
+            s
+        };
+        if s.kind == Kind::Unlock && s.answer.is_ok() {
+            load.unlocks.fetch_add(1, Ordering::SeqCst);
+        }
+        let locked = s.answer.code() == "vault_locked";
+        sent.push(s);
+        if locked {
+            let s = load.timed(Kind::Unlock, String::new(), user.unlock()).await;
+            if s.answer.is_ok() {
+                load.unlocks.fetch_add(1, Ordering::SeqCst);
+            }
+            sent.push(s);
+        }
+    }
+    (user, sent)
+}
+
+/// Runs [`user_load`] for every user while `fault` runs, then stops it.
+pub async fn under_load(
+    users: Vec<VaultUser>,
+    mix: Mix,
+    shared: Arc<Load>,
+    fault: impl std::future::Future<Output = ()>,
+) -> (Vec<VaultUser>, Vec<Vec<Sent>>) {
+    let tasks: Vec<_> = users
+        .into_iter()
+        .map(|u| tokio::spawn(user_load(u, mix, shared.clone())))
+        .collect();
+    fault.await;
+    shared.stop.store(true, Ordering::SeqCst);
+    let (mut users, mut sent) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (u, s) = t.await.expect("load task");
+        users.push(u);
+        sent.push(s);
+    }
+    (users, sent)
+}
+
+/// Answers by code (`ok` for successes, `lost: …` for none).
+pub fn codes<'a>(sent: impl IntoIterator<Item = &'a Sent>) -> BTreeMap<String, usize> {
+    let mut codes = BTreeMap::new();
+    for s in sent {
+        let code = match s.answer.code() {
+            c if c.is_empty() => "ok".to_owned(),
+            c if c.starts_with("lost") => "unanswered".to_owned(),
+            c => c,
+        };
+        *codes.entry(code).or_insert(0) += 1;
+    }
+    codes
+}
+
+/// The first success among requests sent after `from`, as time from `from` to its answer.
+pub fn recovery<'a>(sent: impl IntoIterator<Item = &'a Sent>, from: Instant) -> Option<Duration> {
+    sent.into_iter()
+        .filter(|s| s.sent >= from && s.answer.is_ok())
+        .map(|s| s.answered - from)
+        .min()
+}
+
+/// What reading every vault back found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Durability {
+    /// Acknowledged mutations (secrets, enrolments) missing, or stored under another id.
+    pub lost: usize,
+    /// Refused with a definite error, yet stored: the client was told "not done" wrongly.
+    pub refused_but_stored: usize,
+    /// Answered [`in_doubt`] and in fact stored (allowed: the client must check).
+    pub in_doubt_stored: usize,
+}
+
+/// A new enclave process, a cold unlock of every user, and `secrets.list` against the answers
+/// (see the module docs). `enrolled` are the users whose `pin.setup` was answered, with that
+/// answer: an acknowledged one must open through KMS again, a refused one must not exist.
+///
+/// # Panics
+/// If the system does not come back, or a user cannot unlock or list.
+pub async fn verify_durable(
+    sys: &mut System,
+    users: &mut [VaultUser],
+    sent: &[Vec<Sent>],
+    enrolled: &[(VaultUser, Answer)],
+) -> Durability {
+    tokio::task::block_in_place(|| sys.start_enclave());
+    assert!(sys.wait_healthy(LIMIT), "parent did not reconnect");
+    users[0].wait_answering(LIMIT).await;
+    let mut d = Durability::default();
+    for (user, sent) in users.iter_mut().zip(sent) {
+        // A UTK the enclave spent as it died is refused (`utk_invalid`); the app takes the next.
+        let mut answer = user.unlock().await;
+        for _ in 0..3 {
+            if answer.code() != "utk_invalid" {
+                break;
+            }
+            answer = user.unlock().await;
+        }
+        let r = answer.expect_ok("cold pin.unlock");
+        assert_eq!(r["status"], "unlocked", "{r}");
+        let listed: BTreeMap<String, String> = user
+            .list_secrets()
+            .await
+            .unwrap_or_else(|a| panic!("secrets.list: {a:?}"))
+            .into_iter()
+            .map(|(id, name)| (name, id))
+            .collect();
+        let adds: Vec<&Sent> = sent.iter().filter(|s| s.kind == Kind::Add).collect();
+        for s in &adds {
+            let stored = listed.get(&s.name);
+            match &s.answer {
+                Answer::Ok(r) => {
+                    if stored.map(String::as_str) != r["id"].as_str() {
+                        d.lost += 1;
+                    }
+                }
+                a if in_doubt(a) => d.in_doubt_stored += usize::from(stored.is_some()),
+                _ => d.refused_but_stored += usize::from(stored.is_some()),
+            }
+        }
+        let known: BTreeSet<&str> = adds.iter().map(|s| s.name.as_str()).collect();
+        assert!(
+            listed.keys().all(|n| known.contains(n.as_str())),
+            "a secret no request named is stored: {listed:?}"
+        );
+        // The values too, not only the names: the last acknowledged secret reads back.
+        if let Some(last) = adds.iter().rev().find(|s| s.answer.is_ok()) {
+            let reply = ReplyKey::generate();
+            let Answer::Ok(r) = &last.answer else {
+                unreachable!()
+            };
+            let got = user
+                .retrieve_secret(r["id"].as_str().unwrap(), &reply)
+                .await
+                .expect_ok("secrets.retrieve");
+            let secret = reply.open_json(got["encrypted_secret"].as_str().unwrap());
+            assert_eq!(secret["value"], format!("value of {}", last.name));
+        }
+    }
+    // An enrolled vault opens through KMS again: loading it answers `decryption_failed` (the
+    // probe's envelope does not open) rather than `not_enrolled`. No Argon2id, no attempt spent.
+    for (user, setup) in enrolled {
+        let exists = match user.load_locked().await.code().as_str() {
+            "decryption_failed" => true,
+            "not_enrolled" => false,
+            other => panic!("{}: loading the vault answered {other}", user.owner),
+        };
+        match setup {
+            Answer::Ok(_) => d.lost += usize::from(!exists),
+            a if in_doubt(a) => d.in_doubt_stored += usize::from(exists),
+            _ => d.refused_but_stored += usize::from(exists),
+        }
+    }
+    d
+}
+
+/// Breaks (or repairs) the fs object store: its root is replaced by a file, so every read and
+/// write fails at once.
+///
+/// # Panics
+/// If the root cannot be moved.
+pub fn objects_broken(sys: &System, broken: bool) {
+    let root = sys.storage_root();
+    let aside = root.with_extension("aside");
+    if broken {
+        std::fs::rename(&root, &aside).unwrap();
+        std::fs::write(&root, b"not a directory").unwrap();
+    } else {
+        std::fs::remove_file(&root).unwrap();
+        std::fs::rename(&aside, &root).unwrap();
+    }
+}
+
+/// Makes `owner`'s stored object hang: the file is replaced by a FIFO with no writer, so the
+/// parent's read (under its per-vault lock) blocks until [`store_unhang`].
+///
+/// # Panics
+/// If the object cannot be moved or `mkfifo` fails.
+pub fn store_hang(sys: &System, owner: &str) -> PathBuf {
+    let object = sys
+        .storage_root()
+        .join("vaults")
+        .join(owner)
+        .join("vault.v2@");
+    let aside = object.with_extension("aside");
+    // Under the store's own per-object lock, so no write is half done across the swap.
+    let _lock = store_lock(&object);
+    std::fs::rename(&object, &aside).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(&object)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success());
+    object
+}
+
+/// Ends the hang: the FIFO is moved away first (so queued writers find no object and conflict
+/// rather than write), then opened for writing once (waking the blocked reader with an empty
+/// read, which also conflicts), then the real object is put back.
+///
+/// # Panics
+/// If the files cannot be moved.
+pub fn store_unhang(object: &Path) {
+    let fifo = object.with_extension("fifo");
+    std::fs::rename(object, &fifo).unwrap();
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK: fails (ENXIO) instead of waiting if no reader is blocked any more.
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(2048)
+            .open(&fifo);
+    }
+    std::fs::remove_file(&fifo).unwrap();
+    let _lock = store_lock(object);
+    std::fs::rename(object.with_extension("aside"), object).unwrap();
+}
+
+/// The fs store's lock file for `object` (`NAME@` → `NAME@lock`), locked.
+fn store_lock(object: &Path) -> std::fs::File {
+    let lock = PathBuf::from(format!("{}lock", object.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock)
+        .unwrap();
+    file.lock().unwrap();
+    file
+}
+
+/// A part that fails while the vault load runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// nats-server killed, restarted after the outage.
     NatsRestart,
-    /// The enclave killed (SIGKILL), restarted after the outage.
+    /// The enclave killed (SIGKILL) with requests in flight, restarted after the outage (cold).
     EnclaveKill,
     /// The parent stopped with SIGTERM (drain), restarted.
     ParentTerm,
-    /// The parent killed (SIGKILL) mid-request, restarted.
+    /// The parent killed (SIGKILL) with requests in flight, restarted.
     ParentKill,
+    /// The object store fails every call (its root replaced by a file), repaired.
+    StoreErrors,
+    /// Every load user's object hangs (a FIFO) past the enclave's storage limit, released.
+    StoreHang,
+    /// A second host on the same NATS queue group, bucket and KMS serves half the requests from
+    /// its own cached copies, so writes conflict; then it leaves.
+    StoreConflict,
+    /// The KMS key policy no longer lists this enclave's PCR0 (the KMS restarted with it),
+    /// restored.
+    KmsDeny,
+    /// The KMS key disabled, enabled again.
+    KmsDisabled,
+    /// The KMS process stopped (SIGSTOP: connections accepted, nothing answered), continued.
+    KmsHang,
 }
 
 impl Fault {
     /// Every fault, in table order.
-    pub const ALL: [Fault; 4] = [
+    pub const ALL: [Fault; 10] = [
         Fault::NatsRestart,
         Fault::EnclaveKill,
         Fault::ParentTerm,
         Fault::ParentKill,
+        Fault::StoreErrors,
+        Fault::StoreHang,
+        Fault::StoreConflict,
+        Fault::KmsDeny,
+        Fault::KmsDisabled,
+        Fault::KmsHang,
     ];
 
-    fn name(self) -> &'static str {
+    /// The row's name.
+    pub fn name(self) -> &'static str {
         match self {
             Fault::NatsRestart => "nats-server stopped, restarted",
-            Fault::EnclaveKill => "enclave SIGKILL, restarted",
-            Fault::ParentTerm => "parent SIGTERM, restarted",
+            Fault::EnclaveKill => "enclave SIGKILL, restarted (cold)",
+            Fault::ParentTerm => "parent SIGTERM (drain), restarted",
             Fault::ParentKill => "parent SIGKILL mid-request, restarted",
+            Fault::StoreErrors => "object store fails every call, repaired",
+            Fault::StoreHang => "object store hangs past the deadline, released",
+            Fault::StoreConflict => {
+                "object store conflicts (a second host writes the same vaults), it leaves"
+            }
+            Fault::KmsDeny => "KMS denies (PCR0 not in the key policy), policy restored",
+            Fault::KmsDisabled => "KMS key disabled, enabled",
+            Fault::KmsHang => "KMS hangs (SIGSTOP), continued",
+        }
+    }
+
+    /// By `--fault` name: `nats`, `enclave`, `parent-term`, `parent-kill`, `store-errors`,
+    /// `store-hang`, `store-conflict`, `kms-deny`, `kms-disabled`, `kms-hang`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "nats" => Fault::NatsRestart,
+            "enclave" => Fault::EnclaveKill,
+            "parent-term" => Fault::ParentTerm,
+            "parent-kill" => Fault::ParentKill,
+            "store-errors" => Fault::StoreErrors,
+            "store-hang" => Fault::StoreHang,
+            "store-conflict" => Fault::StoreConflict,
+            "kms-deny" => Fault::KmsDeny,
+            "kms-disabled" => Fault::KmsDisabled,
+            "kms-hang" => Fault::KmsHang,
+            _ => return None,
+        })
+    }
+
+    /// The error codes this fault may cause. Anything else in the row is a failure.
+    pub fn expected_codes(self) -> &'static [&'static str] {
+        match self {
+            // Requests published while the server was away get no answer (core NATS keeps
+            // nothing): they are counted as unanswered. Once it is back, requests that come
+            // before the parent has resubscribed are answered `no_responders` by the server.
+            Fault::NatsRestart => &["no_responders"],
+            Fault::EnclaveKill => &["enclave_unavailable", "vault_locked", "utk_invalid"],
+            Fault::ParentTerm | Fault::ParentKill => &["no_responders", "draining"],
+            Fault::StoreErrors => &["storage_unavailable"],
+            // `corrupt_vault`: a reload blocked on the FIFO is released with zero bytes (how this
+            // harness makes the store hang; nothing is changed). `utk_invalid`: a retry of a
+            // request whose first try landed after all.
+            Fault::StoreHang => &[
+                "storage_timeout",
+                "storage_unavailable",
+                "storage_conflict",
+                "corrupt_vault",
+                "utk_invalid",
+            ],
+            // `vault_locked`: the second host has not unlocked the vault yet.
+            // `attestation_key_required`: an enrolment attested on one host and sent its
+            // `pin.setup` to the other (attestation keys live in one enclave's memory).
+            Fault::StoreConflict => &[
+                "storage_conflict",
+                "vault_locked",
+                "attestation_key_required",
+            ],
+            // The policy changes by restarting the local KMS: a call in that instant finds no
+            // KMS (`KMSUnavailable`).
+            Fault::KmsDeny => &["KMSAccessDenied", "KMSUnavailable"],
+            Fault::KmsDisabled => &["KMSKeyDisabled"],
+            Fault::KmsHang => &["KMSUnavailable"],
+        }
+    }
+
+    /// Codes in `row` neither expected for this fault nor [`UNCERTAIN`].
+    pub fn unexpected_codes(self, row: &Row) -> Vec<String> {
+        row.codes
+            .keys()
+            .filter(|c| {
+                !matches!(c.as_str(), "ok" | "unanswered")
+                    && !self.expected_codes().contains(&c.as_str())
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The system this row runs on: the vault with a local KMS; for the hang, an enclave that
+    /// waits at most 1 s for storage (the parent's own limit is 5 s), so the enclave answers.
+    pub fn system(self) -> System {
+        let enclave_args = match self {
+            Fault::StoreHang => vec!["--storage-timeout-secs".into(), "1".into()],
+            _ => Vec::new(),
+        };
+        System::start(SystemOptions {
+            kms: Some(KmsOptions::default()),
+            enclave_args,
+            ..SystemOptions::default()
+        })
+    }
+}
+
+/// The load and the timing of one row.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Enrolled users, each running [`Mix`].
+    pub users: usize,
+    /// What each does.
+    pub mix: Mix,
+    /// Time between app attestations (a separate stream).
+    pub attest_every: Duration,
+    /// Time between new users' enrolments (a separate stream; each is KMS + Argon2id).
+    pub enrol_every: Duration,
+    /// Load before the fault.
+    pub before: Duration,
+    /// How long the part stays broken.
+    pub outage: Duration,
+    /// Load after it is back.
+    pub after: Duration,
+}
+
+impl Default for Plan {
+    /// Two users at 50 ms (a warm unlock every 3 s, a read every fourth tick), 20 attestations and
+    /// one enrolment a second; 1.5 s of load, a 2 s outage, 2.5 s after.
+    fn default() -> Self {
+        Self {
+            users: 2,
+            mix: Mix {
+                pace: Duration::from_millis(50),
+                unlock_every: 60,
+                retrieve_every: 4,
+            },
+            attest_every: Duration::from_millis(50),
+            enrol_every: Duration::from_secs(1),
+            before: Duration::from_millis(1500),
+            outage: Duration::from_secs(2),
+            after: Duration::from_millis(2500),
         }
     }
 }
 
 /// One row of the table.
 #[derive(Debug, Clone)]
-pub struct FaultRow {
+pub struct Row {
     /// What failed.
     pub fault: &'static str,
-    /// Requests sent.
-    pub sent: usize,
-    /// Requests answered with a success.
-    pub ok: usize,
-    /// Requests answered with a clear error (e.g. `enclave_unavailable`).
-    pub errors: usize,
-    /// Error replies by code.
-    pub error_codes: std::collections::BTreeMap<String, usize>,
-    /// Requests with no answer within the deadline.
-    pub unanswered: usize,
+    /// Requests by kind.
+    pub requests: BTreeMap<Kind, usize>,
+    /// Answers by code, all kinds (`ok`, `unanswered`, error codes).
+    pub codes: BTreeMap<String, usize>,
     /// Requests answered more than once.
     pub duplicates: usize,
-    /// From the part being back to the first success of a request sent after that.
+    /// What reading back found.
+    pub durability: Durability,
+    /// From the part being back until the last failure among requests sent after that was
+    /// answered (or the first success, if none failed); `None` if some kind of request sent
+    /// after it never succeeded.
     pub recovery: Option<Duration>,
+    /// The slowest answer.
+    pub slowest: Duration,
+    /// What the row's logs show (the conflicts and reloads of the conflict row).
+    pub note: String,
 }
 
-/// Runs the load for `before`, applies `fault` with an outage of `outage`, keeps loading for
-/// `after`, then waits `deadline` for late answers.
-pub async fn run(
+/// How long after the part is back the service must be whole again.
+pub const RECOVERY: Duration = Duration::from_secs(2);
+
+impl Row {
+    /// What in this row breaks the table's promises: a duplicate answer, an acknowledged
+    /// mutation lost, a refused one stored, an error code the fault does not explain, recovery
+    /// slower than [`RECOVERY`], or a request with no answer where a live part could have given
+    /// one (only nats-server's restart and the parent's SIGKILL take requests with them).
+    pub fn failures(&self, fault: Fault) -> Vec<String> {
+        let mut bad = Vec::new();
+        if self.duplicates > 0 {
+            bad.push(format!("{} answered twice", self.duplicates));
+        }
+        if self.durability.lost > 0 {
+            bad.push(format!("{} acknowledged but lost", self.durability.lost));
+        }
+        if self.durability.refused_but_stored > 0 {
+            bad.push(format!(
+                "{} refused but stored",
+                self.durability.refused_but_stored
+            ));
+        }
+        let unexpected = fault.unexpected_codes(self);
+        if !unexpected.is_empty() {
+            bad.push(format!("unexpected codes {unexpected:?}"));
+        }
+        match self.recovery {
+            Some(r) if r <= RECOVERY => {}
+            other => bad.push(format!("recovery {other:?}")),
+        }
+        let may_lose = matches!(fault, Fault::NatsRestart | Fault::ParentKill);
+        if self.unanswered() > 0 && !may_lose {
+            bad.push(format!("{} unanswered", self.unanswered()));
+        }
+        bad
+    }
+
+    /// Requests sent.
+    pub fn total(&self) -> usize {
+        self.requests.values().sum()
+    }
+
+    /// Requests with no answer within [`LIMIT`].
+    pub fn unanswered(&self) -> usize {
+        self.codes.get("unanswered").copied().unwrap_or(0)
+    }
+}
+
+/// Runs one row on a fresh system: enrols the users, runs the load (and the attestation and
+/// enrolment streams) for `plan.before`, breaks the part for `plan.outage`, loads `plan.after`
+/// more, stops, and reads everything back.
+///
+/// # Panics
+/// If the system cannot be started or brought back for the read-back.
+pub async fn run(fault: Fault, plan: Plan) -> Row {
+    let mut sys = tokio::task::block_in_place(|| fault.system());
+    let requester = Requester::connect(&sys.nats.url()).await;
+    let users = users(&requester, "ft-user", plan.users).await;
+    let owners: Vec<String> = users.iter().map(|u| u.owner.clone()).collect();
+    let shared = Arc::new(Load::default());
+    let attest = tokio::spawn(attest_stream(
+        requester.clone(),
+        plan.attest_every,
+        shared.clone(),
+    ));
+    let enrol = tokio::spawn(enrol_stream(
+        requester.clone(),
+        plan.enrol_every,
+        shared.clone(),
+    ));
+
+    let mut back_at = Instant::now();
+    let mut second_log = String::new();
+    let (mut users, sent) = under_load(users, plan.mix, shared.clone(), async {
+        tokio::time::sleep(plan.before).await;
+        second_log = inject(&mut sys, fault, plan.outage, &owners, &shared).await;
+        back_at = Instant::now();
+        shared.back.notify_waiters();
+        tokio::time::sleep(plan.after).await;
+    })
+    .await;
+    let attests = attest.await.expect("attestation stream");
+    let enrolled = enrol.await.expect("enrolment stream");
+    let enrols: Vec<Sent> = enrolled.iter().map(|(_, s)| s.clone()).collect();
+
+    let all: Vec<&Sent> = sent
+        .iter()
+        .flatten()
+        .chain(&attests)
+        .chain(&enrols)
+        .collect();
+    let mut requests = BTreeMap::new();
+    for s in &all {
+        *requests.entry(s.kind).or_insert(0) += 1;
+    }
+    let recovered = recovered_after(&all, back_at);
+    let slowest = all
+        .iter()
+        .map(|s| s.answered - s.sent)
+        .max()
+        .unwrap_or_default();
+    let codes = codes(all.iter().copied());
+    let enrolled: Vec<(VaultUser, Answer)> =
+        enrolled.into_iter().map(|(u, s)| (u, s.answer)).collect();
+    let note = if fault == Fault::StoreConflict {
+        let first_log = sys
+            .enclave
+            .as_ref()
+            .map(crate::Child::log)
+            .unwrap_or_default();
+        let count = |what: &str| first_log.matches(what).count() + second_log.matches(what).count();
+        format!(
+            "{} writes conflicted, {} stale copies reloaded",
+            count("vault changed on another host"),
+            count("cached vault was stale")
+        )
+    } else {
+        String::new()
+    };
+    let durability = verify_durable(&mut sys, &mut users, &sent, &enrolled).await;
+    // Late answers to the run's requests would have arrived by now.
+    Row {
+        fault: fault.name(),
+        requests,
+        codes,
+        duplicates: requester.duplicates(),
+        durability,
+        recovery: recovered,
+        slowest,
+        note,
+    }
+}
+
+/// How long after `back` the service was whole again: the answer to the last failed request sent
+/// after `back` (a part coming back can take a few failures with it: a reload after a conflict, a
+/// `vault_locked` before the cold unlock), or the first success if none failed. `None` if some kind
+/// of request sent after `back` never succeeded.
+fn recovered_after(all: &[&Sent], back: Instant) -> Option<Duration> {
+    let after: Vec<&Sent> = all.iter().copied().filter(|s| s.sent >= back).collect();
+    let mut kinds: BTreeMap<Kind, bool> = BTreeMap::new();
+    for s in &after {
+        *kinds.entry(s.kind).or_default() |= s.answer.is_ok();
+    }
+    if kinds.values().any(|ok| !ok) {
+        return None;
+    }
+    let last_failure = after
+        .iter()
+        .filter(|s| !s.answer.is_ok())
+        .map(|s| s.answered - back)
+        .max();
+    last_failure.or_else(|| recovery(after, back))
+}
+
+/// App attestations every `every` until stopped.
+async fn attest_stream(requester: Requester, every: Duration, load: Arc<Load>) -> Vec<Sent> {
+    let user = VaultUser::new(requester, "ft-attest", "", LIMIT);
+    let mut sent = Vec::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !load.stop.load(Ordering::SeqCst) {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = load.back.notified() => {}
+        }
+        sent.push(load.timed(Kind::Attest, String::new(), user.attest()).await);
+    }
+    sent
+}
+
+/// A new user enrols every `every` until stopped; each with its `pin.setup` answer.
+async fn enrol_stream(
+    requester: Requester,
+    every: Duration,
+    load: Arc<Load>,
+) -> Vec<(VaultUser, Sent)> {
+    let hash = app::phc_password_hash("fault test password");
+    let mut out = Vec::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !load.stop.load(Ordering::SeqCst) {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = load.back.notified() => {}
+        }
+        let owner = format!("ft-new-{}", out.len());
+        let mut user = VaultUser::new(requester.clone(), &owner, &hash, LIMIT);
+        let s = load.timed(Kind::Enrol, owner, user.setup("2580")).await;
+        out.push((user, s));
+    }
+    out
+}
+
+/// Breaks `fault`'s part, waits `outage`, repairs it.
+/// Returns the second host's enclave log for [`Fault::StoreConflict`] (empty otherwise).
+async fn inject(
     sys: &mut System,
     fault: Fault,
-    rate: u32,
-    before: Duration,
     outage: Duration,
-    after: Duration,
-    deadline: Duration,
-) -> FaultRow {
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .reconnect_delay_callback(|_| Duration::from_millis(50))
-        .connect(sys.nats.url())
-        .await
-        .expect("load client");
-    let prefix = format!("_INBOX.faults.{}", std::process::id());
-    let mut inbox = client
-        .subscribe(format!("{prefix}.>"))
-        .await
-        .expect("inbox");
-    client.flush().await.expect("flush");
-    let (tx, mut rx) =
-        tokio::sync::mpsc::unbounded_channel::<(usize, Instant, Result<(), String>)>();
-    let collector = tokio::spawn(async move {
-        while let Some(m) = inbox.next().await {
-            let Some(id) = m
-                .subject
-                .rsplit('.')
-                .next()
-                .and_then(|s| s.parse::<usize>().ok())
-            else {
-                continue;
-            };
-            // With no subscriber on the subject the server itself answers "503 no responders".
-            let no_responders = m.status == Some(async_nats::StatusCode::NO_RESPONDERS);
-            let ok = match serde_json::from_slice::<Value>(&m.payload) {
-                _ if no_responders => Err("no_responders (from nats-server)".to_string()),
-                Ok(v) if v["type"] == "error" => Err(v["code"].as_str().unwrap_or("?").to_string()),
-                Ok(_) => Ok(()),
-                Err(_) => Err("not json".to_string()),
-            };
-            if tx.send((id, Instant::now(), ok)).is_err() {
-                break;
-            }
-        }
-    });
-
-    let started = Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
-    let total = before + outage + after;
-    let mut sent_at: Vec<Instant> = Vec::new();
-    let mut fault_done = false;
-    let mut back_at: Option<Instant> = None;
-    while started.elapsed() < total {
-        let i = sent_at.len();
-        let (subject, payload) = if i.is_multiple_of(2) {
-            ("enclave.health", json!({}))
-        } else {
-            (
-                "enclave.attestation.request",
-                json!({"nonce": B64.encode((i as u64).to_be_bytes())}),
-            )
-        };
-        let _ = client
-            .publish_with_reply(subject, format!("{prefix}.{i}"), payload.to_string().into())
-            .await;
-        sent_at.push(Instant::now());
-        if !fault_done && started.elapsed() >= before {
-            fault_done = true;
-            let s = &mut *sys;
-            inject(s, fault, outage).await;
-            back_at = Some(Instant::now());
-        }
-        tokio::time::sleep(interval).await;
-    }
-    tokio::time::sleep(deadline).await;
-    drop(client);
-    collector.abort();
-
-    let mut answers: HashMap<usize, Vec<Answer>> = HashMap::new();
-    while let Ok((id, at, ok)) = rx.try_recv() {
-        answers.entry(id).or_default().push((at, ok));
-    }
-    let mut row = FaultRow {
-        fault: fault.name(),
-        sent: sent_at.len(),
-        ok: 0,
-        errors: 0,
-        error_codes: std::collections::BTreeMap::new(),
-        unanswered: 0,
-        duplicates: 0,
-        recovery: None,
-    };
-    for (id, at) in sent_at.iter().enumerate() {
-        match answers.get(&id).map(Vec::as_slice) {
-            None | Some([]) => row.unanswered += 1,
-            Some(list) => {
-                if list.len() > 1 {
-                    row.duplicates += 1;
-                }
-                let (answered, result) = &list[0];
-                let (answered, ok) = (*answered, result.is_ok());
-                match result {
-                    Ok(()) => row.ok += 1,
-                    Err(code) => {
-                        row.errors += 1;
-                        *row.error_codes.entry(code.clone()).or_insert(0) += 1;
-                    }
-                }
-                if let Some(back) = back_at {
-                    if ok && *at >= back {
-                        let r = answered.saturating_duration_since(back);
-                        row.recovery = Some(row.recovery.map_or(r, |old| old.min(r)));
-                    }
-                }
-            }
-        }
-    }
-    row
-}
-
-async fn inject(sys: &mut System, fault: Fault, outage: Duration) {
+    owners: &[String],
+    load: &Load,
+) -> String {
+    use tokio::task::block_in_place as block;
     match fault {
         Fault::NatsRestart => {
-            sys.nats.stop();
+            block(|| sys.nats.stop());
             tokio::time::sleep(outage).await;
-            sys.nats.restart();
+            block(|| sys.nats.restart());
         }
         Fault::EnclaveKill => {
-            sys.kill_enclave();
+            load.until_in_flight(Duration::from_secs(2)).await;
+            block(|| sys.kill_enclave());
             tokio::time::sleep(outage).await;
-            sys.start_enclave();
+            block(|| sys.start_enclave());
         }
         Fault::ParentTerm => {
             if let Some(p) = sys.parent.as_mut() {
                 p.signal("TERM");
-                let _ = p.wait_exit(Duration::from_secs(15));
+                block(|| p.wait_exit(Duration::from_secs(15)));
             }
             tokio::time::sleep(outage).await;
-            sys.start_parent();
+            block(|| sys.start_parent());
         }
         Fault::ParentKill => {
+            load.until_in_flight(Duration::from_secs(2)).await;
             if let Some(mut p) = sys.parent.take() {
-                p.kill();
+                block(|| p.kill());
             }
             tokio::time::sleep(outage).await;
-            sys.start_parent();
+            block(|| sys.start_parent());
+        }
+        Fault::StoreErrors => {
+            objects_broken(sys, true);
+            tokio::time::sleep(outage).await;
+            objects_broken(sys, false);
+        }
+        Fault::StoreHang => {
+            let hung: Vec<PathBuf> = owners.iter().map(|o| store_hang(sys, o)).collect();
+            tokio::time::sleep(outage).await;
+            for h in &hung {
+                store_unhang(h);
+            }
+        }
+        Fault::StoreConflict => {
+            let first = &*sys;
+            let mut second = block(|| {
+                System::start_second_host(
+                    first,
+                    SystemOptions {
+                        kms: Some(KmsOptions::default()),
+                        storage_root: Some(first.storage_root()),
+                        ..SystemOptions::default()
+                    },
+                )
+            });
+            tokio::time::sleep(outage).await;
+            // It leaves as an operator would stop it: drained, every request it took answered.
+            if let Some(p) = second.parent.as_mut() {
+                p.signal("TERM");
+                block(|| p.wait_exit(Duration::from_secs(15)));
+            }
+            let log = second
+                .enclave
+                .as_ref()
+                .map(crate::Child::log)
+                .unwrap_or_default();
+            drop(second);
+            return log;
+        }
+        Fault::KmsDeny => {
+            let deny = KmsOptions {
+                allow_pcr0: Some(vec!["ab".repeat(48)]),
+                ..KmsOptions::default()
+            };
+            let kms = sys.kms.as_mut().expect("the row's system has a KMS");
+            block(|| kms.restart(deny));
+            tokio::time::sleep(outage).await;
+            block(|| kms.restart(KmsOptions::default()));
+        }
+        Fault::KmsDisabled => {
+            let admin = sys
+                .kms
+                .as_ref()
+                .expect("the row's system has a KMS")
+                .client();
+            admin
+                .disable_key()
+                .key_id(crate::kms::KEY_ID)
+                .send()
+                .await
+                .expect("DisableKey");
+            tokio::time::sleep(outage).await;
+            admin
+                .enable_key()
+                .key_id(crate::kms::KEY_ID)
+                .send()
+                .await
+                .expect("EnableKey");
+        }
+        Fault::KmsHang => {
+            let kms = sys.kms.as_ref().expect("the row's system has a KMS");
+            kms.child.signal("STOP");
+            tokio::time::sleep(outage).await;
+            kms.child.signal("CONT");
         }
     }
+    String::new()
 }
 
 /// Renders rows as a markdown table.
-pub fn markdown(rows: &[FaultRow]) -> String {
-    let mut s = String::from("| fault | requests | ok | error replies (codes) | unanswered | duplicates | recovery |\n|---|---:|---:|---:|---:|---:|---:|\n");
+pub fn markdown(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| fault | requests (attest/enrol/unlock/add/read) | ok | error replies | unanswered | duplicates | acknowledged but lost | refused but stored | in doubt, stored | recovery | slowest |\n|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
     for r in rows {
-        let rec = r
-            .recovery
-            .map(|d| format!("{} ms", d.as_millis()))
-            .unwrap_or_else(|| "none".into());
-        let codes: Vec<String> = r
-            .error_codes
+        let kinds = [
+            Kind::Attest,
+            Kind::Enrol,
+            Kind::Unlock,
+            Kind::Add,
+            Kind::Retrieve,
+        ]
+        .map(|k| r.requests.get(&k).copied().unwrap_or(0).to_string())
+        .join("/");
+        let errors: Vec<String> = r
+            .codes
             .iter()
-            .map(|(c, n)| format!("{c} {n}"))
+            .filter(|(c, _)| *c != "ok" && *c != "unanswered")
+            .map(|(c, n)| format!("{n} `{c}`"))
             .collect();
         s += &format!(
-            "| {} | {} | {} | {} ({}) | {} | {} | {} |\n",
-            r.fault,
-            r.sent,
-            r.ok,
-            r.errors,
-            codes.join(", "),
-            r.unanswered,
+            "| {} | {} ({kinds}) | {} | {} | {} | {} | {} | {} | {} | {} | {} ms |\n",
+            if r.note.is_empty() {
+                r.fault.to_owned()
+            } else {
+                format!("{} ({})", r.fault, r.note)
+            },
+            r.total(),
+            r.codes.get("ok").copied().unwrap_or(0),
+            if errors.is_empty() {
+                "–".into()
+            } else {
+                errors.join(", ")
+            },
+            r.unanswered(),
             r.duplicates,
-            rec
+            r.durability.lost,
+            r.durability.refused_but_stored,
+            r.durability.in_doubt_stored,
+            r.recovery
+                .map_or_else(|| "none".into(), |d| format!("{} ms", d.as_millis())),
+            r.slowest.as_millis(),
         );
     }
     s

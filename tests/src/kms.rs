@@ -177,3 +177,54 @@ pub fn parent_env() -> Vec<(String, String)> {
         ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
     ]
 }
+
+impl LocalKms {
+    /// An `aws-sdk-kms` client for this KMS (trusting its CA, `HOST` resolved to 127.0.0.1), for
+    /// its admin operations (disable/enable) and for tests that recover a key to prove where it
+    /// went.
+    ///
+    /// # Panics
+    /// If the CA certificate cannot be read.
+    pub fn client(&self) -> aws_sdk_kms::Client {
+        use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+        use aws_smithy_http_client::tls::{
+            self, rustls_provider::CryptoMode, TlsContext, TrustStore,
+        };
+        let ca = std::fs::read(&self.ca_pem).expect("read the local KMS's CA");
+        let trust = TrustStore::empty()
+            .with_native_roots(false)
+            .with_pem_certificate(ca);
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(
+                TlsContext::builder()
+                    .with_trust_store(trust)
+                    .build()
+                    .expect("TLS context"),
+            )
+            .build_with_resolver(Loopback);
+        let config = aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .endpoint_url(format!("https://{HOST}:{}", self.port))
+            .http_client(http)
+            .build();
+        aws_sdk_kms::Client::from_conf(config)
+    }
+}
+
+/// Resolves every name to 127.0.0.1 (the local KMS's name is in no DNS).
+#[derive(Debug, Clone)]
+struct Loopback;
+
+impl aws_smithy_runtime_api::client::dns::ResolveDns for Loopback {
+    fn resolve_dns<'a>(
+        &'a self,
+        _name: &'a str,
+    ) -> aws_smithy_runtime_api::client::dns::DnsFuture<'a> {
+        aws_smithy_runtime_api::client::dns::DnsFuture::ready(Ok(vec![std::net::IpAddr::from([
+            127, 0, 0, 1,
+        ])]))
+    }
+}

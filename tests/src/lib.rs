@@ -14,6 +14,7 @@ pub mod http;
 pub mod kms;
 pub mod load;
 pub mod proc;
+pub mod replies;
 pub mod system;
 pub mod vault_client;
 

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 use crate::app::{self, ReplyKey, Utk};
 use crate::proc::{bin_path, Child};
+use crate::replies::Requester;
 use crate::system::System;
 
 /// The vault keeps at most this many live UTKs per vault (G24) and prunes the oldest; the client
@@ -79,7 +80,7 @@ impl Answer {
 
 /// One user of the vault, as an app sees it.
 pub struct VaultUser {
-    client: async_nats::Client,
+    requester: Requester,
     /// The owner-space GUID.
     pub owner: String,
     pin: String,
@@ -93,16 +94,11 @@ pub struct VaultUser {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl VaultUser {
-    /// A user on `client`. `password_hash` is an Argon2id PHC string ([`app::phc_password_hash`]);
+    /// A user whose requests go through `requester` (every answer counted). `password_hash` is an Argon2id PHC string ([`app::phc_password_hash`]);
     /// users may share one, it is only compared. Every request waits at most `limit`.
-    pub fn new(
-        client: async_nats::Client,
-        owner: &str,
-        password_hash: &str,
-        limit: Duration,
-    ) -> Self {
+    pub fn new(requester: Requester, owner: &str, password_hash: &str, limit: Duration) -> Self {
         Self {
-            client,
+            requester,
             owner: owner.to_owned(),
             pin: String::new(),
             password_hash: password_hash.to_owned(),
@@ -122,15 +118,10 @@ impl VaultUser {
         let subject = format!("OwnerSpace.{}.forVault.{op}", self.owner);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let request = json!({"id": format!("evt-{id}"), "type": kind, "payload": payload});
-        let call = self.client.request(subject, request.to_string().into());
-        match tokio::time::timeout(self.limit, call).await {
-            Err(_) => Answer::Lost(format!("no answer within {:?}", self.limit)),
-            Ok(Err(e)) => Answer::Lost(format!("request failed: {e}")),
-            Ok(Ok(msg)) => match serde_json::from_slice::<Value>(&msg.payload) {
-                Ok(v) if v["type"] == "error" => Answer::Error(v),
-                Ok(v) => Answer::Ok(v),
-                Err(e) => Answer::Lost(format!("reply not JSON: {e}")),
-            },
+        match self.requester.request(&subject, &request, self.limit).await {
+            Err(why) => Answer::Lost(why),
+            Ok(v) if v["type"] == "error" => Answer::Error(v),
+            Ok(v) => Answer::Ok(v),
         }
     }
 

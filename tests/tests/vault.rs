@@ -419,7 +419,7 @@ async fn kms_plaintext(sys: &System, object: &[u8], owner: &str) -> vettid_vault
     }
     let stored: Stored = ciborium::from_reader(object).unwrap();
     let kms = sys.kms.as_ref().unwrap();
-    let client = kms_client(kms.port, &std::fs::read(&kms.ca_pem).unwrap());
+    let client = kms.client();
     let out = client
         .decrypt()
         .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(stored.material))
@@ -430,31 +430,6 @@ async fn kms_plaintext(sys: &System, object: &[u8], owner: &str) -> vettid_vault
         .expect("local KMS decrypt");
     let bytes: [u8; 32] = out.plaintext.unwrap().into_inner().try_into().unwrap();
     vettid_vault_crypto::Material::from_bytes(bytes)
-}
-
-fn kms_client(port: u16, ca_pem: &[u8]) -> aws_sdk_kms::Client {
-    use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
-    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
-    let trust = TrustStore::empty()
-        .with_native_roots(false)
-        .with_pem_certificate(ca_pem.to_vec());
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-        .tls_context(
-            TlsContext::builder()
-                .with_trust_store(trust)
-                .build()
-                .unwrap(),
-        )
-        .build_with_resolver(Loopback);
-    let config = aws_sdk_kms::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .endpoint_url(format!("https://{}:{port}", vettid_tests::kms::HOST))
-        .http_client(http)
-        .build();
-    aws_sdk_kms::Client::from_conf(config)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,7 +492,7 @@ async fn kms_policy_and_key_state_surface_as_typed_errors() {
 
     // Key disabled: a cold unlock cannot recover the material.
     let kms = sys.kms.as_ref().unwrap();
-    let admin = kms_client(kms.port, &std::fs::read(&kms.ca_pem).unwrap());
+    let admin = kms.client();
     admin
         .disable_key()
         .key_id(vettid_tests::kms::KEY_ID)
@@ -605,19 +580,4 @@ fn wait_log(sys: &System, needle: &str) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
-}
-
-/// Resolves every name to 127.0.0.1 (the local KMS's name is in no DNS).
-#[derive(Debug, Clone)]
-struct Loopback;
-
-impl aws_smithy_runtime_api::client::dns::ResolveDns for Loopback {
-    fn resolve_dns<'a>(
-        &'a self,
-        _name: &'a str,
-    ) -> aws_smithy_runtime_api::client::dns::DnsFuture<'a> {
-        aws_smithy_runtime_api::client::dns::DnsFuture::ready(Ok(vec![std::net::IpAddr::from([
-            127, 0, 0, 1,
-        ])]))
-    }
 }

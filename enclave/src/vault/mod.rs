@@ -407,6 +407,24 @@ impl Vaults {
         Ok(loaded)
     }
 
+    /// Whether `vault`'s cached copy is older than the stored object (another host wrote it
+    /// since); if so the cached copy is dropped, keeping what lets the reload skip KMS and the
+    /// PIN. One `HEAD`, only after a request failed on the cached copy.
+    pub(crate) async fn refresh_if_stale(&self, vault: &str) -> Result<bool, ClientError> {
+        let mut slot = self.slot(vault).await;
+        let Some(cached) = slot.vault.as_ref().map(|v| v.etag.clone()) else {
+            return Ok(false);
+        };
+        let current = self.store.head(vault).await.map_err(store_error)?;
+        let same = current.is_some_and(|c| c.trim_matches('"') == cached.trim_matches('"'));
+        if same {
+            return Ok(false);
+        }
+        tracing::info!(vault, "cached vault was stale; reloading");
+        slot.reload_later();
+        Ok(true)
+    }
+
     /// The stored object's current ETag.
     pub(crate) async fn store_head(&self, vault: &str) -> Result<Option<String>, ClientError> {
         self.store.head(vault).await.map_err(store_error)

@@ -186,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
     });
     restart_parent_with_timeout(&mut sys, LIMIT);
     let password_hash = app::phc_password_hash("bench password");
-    let client = sys.client().await;
+    let client = vettid_tests::replies::Requester::new(sys.client().await).await;
     let mut users: Vec<VaultUser> = (0..users_n)
         .map(|i| {
             VaultUser::new(

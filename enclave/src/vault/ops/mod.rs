@@ -71,31 +71,16 @@ pub async fn dispatch(
         sealer,
         owner: owner.as_str(),
     };
-    let body = payload::body(request);
-    let result = match op {
-        "pin" => match request.get("type").and_then(Value::as_str) {
-            Some("pin.setup") => ctx.pin_setup(body).await,
-            Some("pin.unlock") => ctx.pin_unlock(body).await,
-            Some("pin.change") => ctx.pin_change(body).await,
-            _ => Err(ClientError::UnknownPinOp),
-        },
-        "pin-setup" => ctx.pin_setup(body).await,
-        "pin-unlock" => ctx.pin_unlock(body).await,
-        "pin-change" => ctx.pin_change(body).await,
-        "credential.create" => ctx.credential_create(body).await,
-        "credential.password-change" => ctx.password_change(body).await,
-        "credential.get" => ctx.credential_get().await,
-        "credential.version" => ctx.credential_version().await,
-        "credential.delete" => ctx.credential_delete(body).await,
-        "secrets.add" => ctx.secrets_add(body).await,
-        "secrets.update" => ctx.secrets_update(body).await,
-        "secrets.retrieve" => ctx.secrets_retrieve(body).await,
-        "secrets.delete" => ctx.secrets_delete(body).await,
-        "secrets.list" => ctx.secrets_list(body).await,
-        "secrets.identity" => ctx.secrets_identity().await,
-        "vault.save" => ctx.vault_save().await,
-        _ => Err(ClientError::NotSupported),
-    };
+    let mut result = ctx.run(op, request).await;
+    // An unknown UTK may be one another host minted after this enclave cached the vault (two
+    // hosts behind one queue group): if the stored object moved on, reload and try once more.
+    // Nothing was changed by the first try (a UTK that does not open stops an operation before
+    // its write), so the retry is the request's only effect.
+    if matches!(result, Err(ClientError::UtkInvalid))
+        && state.vaults.refresh_if_stale(owner.as_str()).await?
+    {
+        result = ctx.run(op, request).await;
+    }
     state.vaults.evict_over_budget(owner.as_str());
     result.map(Body::Object)
 }
@@ -164,6 +149,35 @@ mod secrets;
 pub use admin::VaultAdminImpl;
 
 impl Ctx<'_> {
+    /// Runs `op` (one of [`OPS`]) once.
+    async fn run(&self, op: &str, request: &Map<String, Value>) -> Reply {
+        let body = payload::body(request);
+        match op {
+            "pin" => match request.get("type").and_then(Value::as_str) {
+                Some("pin.setup") => self.pin_setup(body).await,
+                Some("pin.unlock") => self.pin_unlock(body).await,
+                Some("pin.change") => self.pin_change(body).await,
+                _ => Err(ClientError::UnknownPinOp),
+            },
+            "pin-setup" => self.pin_setup(body).await,
+            "pin-unlock" => self.pin_unlock(body).await,
+            "pin-change" => self.pin_change(body).await,
+            "credential.create" => self.credential_create(body).await,
+            "credential.password-change" => self.password_change(body).await,
+            "credential.get" => self.credential_get().await,
+            "credential.version" => self.credential_version().await,
+            "credential.delete" => self.credential_delete(body).await,
+            "secrets.add" => self.secrets_add(body).await,
+            "secrets.update" => self.secrets_update(body).await,
+            "secrets.retrieve" => self.secrets_retrieve(body).await,
+            "secrets.delete" => self.secrets_delete(body).await,
+            "secrets.list" => self.secrets_list(body).await,
+            "secrets.identity" => self.secrets_identity().await,
+            "vault.save" => self.vault_save().await,
+            _ => Err(ClientError::NotSupported),
+        }
+    }
+
     pub(super) fn pin_policy(&self) -> super::PinPolicy {
         self.vaults.config().pin
     }

@@ -200,3 +200,47 @@ async fn kms_errors_surface_with_their_codes() {
     assert_eq!(health["kms_outcomes"]["ok"], 2);
     assert_eq!(health["phase"], "serving");
 }
+
+#[tokio::test]
+async fn a_utk_minted_on_the_other_host_is_accepted_after_a_reload() {
+    let a = harness().await;
+    let r = a.setup("u9", "1234").await;
+    let ecies = key(&r["ecies_public_key"]);
+    let mut live = utks(&r["utks"]);
+    let r = a
+        .utk_op(
+            "u9",
+            "credential.create",
+            &live.remove(0),
+            json!({"password_hash": PHC}),
+        )
+        .await;
+    assert_eq!(r["status"], "created", "{r}");
+    // B unlocks (a write A has not seen) and hands out new UTKs.
+    let b = restart(&a).await;
+    let (id, _) = live.remove(0);
+    let r = b.unlock("u9", &ecies, &id, "1234").await;
+    assert_eq!(r["status"], "unlocked", "{r}");
+    let from_b = utks(&r["new_utks"]).remove(0);
+    // A's cached copy does not know that UTK: rather than `utk_invalid` (which makes the app
+    // throw a good UTK away), A sees the object moved on, reloads and serves the request.
+    let r = a
+        .utk_op(
+            "u9",
+            "secrets.add",
+            &from_b,
+            json!({"name": "n", "value": "v", "password_hash": PHC}),
+        )
+        .await;
+    assert_eq!(r["status"], "added", "{r}");
+    // A UTK nobody minted is still refused, with the store unchanged since A's write.
+    let r = a
+        .utk_op(
+            "u9",
+            "secrets.add",
+            &("utk-nobody".to_owned(), from_b.1),
+            json!({"name": "m", "value": "v", "password_hash": PHC}),
+        )
+        .await;
+    assert_eq!(code(&r), "utk_invalid", "{r}");
+}
