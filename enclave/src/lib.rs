@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod control;
+pub mod deadline;
 pub mod handlers;
 pub mod keys;
 pub mod kms;

@@ -37,7 +37,19 @@ impl Processor {
 
     /// Handles one NATS message and says what to publish.
     pub async fn nats(&self, msg: NatsMessage) -> NatsReply {
+        self.nats_until(msg, None).await
+    }
+
+    /// [`Self::nats`] for a request the parent waits for until `deadline` (from the link
+    /// frame): vault work stops starting new waits in time to answer first
+    /// ([`crate::deadline`]).
+    pub async fn nats_until(
+        &self,
+        msg: NatsMessage,
+        deadline: Option<std::time::Instant>,
+    ) -> NatsReply {
         let _in_flight = self.state.stats.enter();
+        let deadline = deadline.map(crate::deadline::before);
         let route = router::route(&msg.subject);
         let request = reply::parse_object(&msg.payload);
         let (ctx, publish_to) = match &route {
@@ -47,7 +59,7 @@ impl Processor {
             ),
             _ => (ReplyCtx::from_request(request.as_ref().ok(), None), None),
         };
-        let result = self.dispatch(&route, request, &msg.payload).await;
+        let result = self.dispatch(&route, request, &msg.payload, deadline).await;
         let body = match result {
             Ok(obj) => reply::ok(obj, &ctx),
             Err(err) => {
@@ -75,6 +87,7 @@ impl Processor {
         route: &Route,
         request: Result<Map<String, Value>, ClientError>,
         payload: &[u8],
+        deadline: Option<std::time::Instant>,
     ) -> Result<Body, ClientError> {
         // After a signed `drain`, new vault work is refused; health and control still answer.
         if !self.state.control.phase().accepts_vault_work()
@@ -97,7 +110,7 @@ impl Processor {
                 "attestation" => handlers::attestation::handle(&self.state, Some(owner), &request?)
                     .await
                     .map(Body::from),
-                _ => self.vault(owner, op, request?).await,
+                _ => self.vault(owner, op, request?, deadline).await,
             },
             Route::UnsignedReset => Err(ClientError::UnsignedReset),
             // Parsed again strictly from the raw bytes: duplicate keys must be refused, not resolved.
@@ -119,18 +132,23 @@ impl Processor {
     /// Runs a vault operation in its own task. If the parent's deadline passes, the link drops
     /// the request future, but the operation still runs to its end: a PIN attempt already on
     /// record is evaluated (and reset when correct), and a write the store accepted is reflected
-    /// in memory. Cancelling half-way would leave both inconsistent.
+    /// in memory. Cancelling half-way would leave both inconsistent. Instead the operation knows
+    /// the parent's `deadline` and starts no new wait after it ([`crate::deadline`]), so its
+    /// answer comes first.
     async fn vault(
         &self,
         owner: &router::OwnerSpace,
         op: &str,
         request: Map<String, Value>,
+        deadline: Option<std::time::Instant>,
     ) -> Result<Body, ClientError> {
         let state = self.state.clone();
         let (owner, op) = (owner.clone(), op.to_owned());
-        tokio::spawn(async move { crate::vault::dispatch(&state, &owner, &op, &request).await })
-            .await
-            .unwrap_or(Err(ClientError::Internal))
+        tokio::spawn(crate::deadline::scope(deadline, async move {
+            crate::vault::dispatch(&state, &owner, &op, &request).await
+        }))
+        .await
+        .unwrap_or(Err(ClientError::Internal))
     }
 
     /// A document for the parent's own check of this enclave: its nonce, nothing else.
@@ -180,10 +198,12 @@ impl Processor {
 }
 
 impl Handler for Processor {
-    async fn handle(&self, request: Request, _ctx: RequestCtx) -> Result<Response, WireError> {
+    async fn handle(&self, request: Request, ctx: RequestCtx) -> Result<Response, WireError> {
         match request {
             Request::Ping => Ok(Response::Pong),
-            Request::Nats(msg) => Ok(Response::Nats(self.nats(msg).await)),
+            Request::Nats(msg) => Ok(Response::Nats(
+                self.nats_until(msg, Some(ctx.deadline)).await,
+            )),
             Request::Attest { nonce } => self.attest_for_parent(nonce).await,
             Request::SetPcrManifest { manifest } => self.set_pcr_manifest(&manifest),
             // Storage flows enclave → parent only; a parent asking is confused or hostile.

@@ -150,6 +150,10 @@ pub enum ClientError {
     /// safe (its UTK is single use, so a change cannot apply twice).
     #[error("vault storage did not answer in time; the change may have been stored, retry")]
     StorageTimeout,
+    /// The parent's deadline for the request came before the work could start (the vault was
+    /// busy, the Argon2 permits taken, KMS or storage slow): nothing was changed, retry.
+    #[error("the request ran out of time before anything was changed, retry")]
+    DeadlineExceeded,
     /// The stored vault is older than one this enclave has seen (a replayed object).
     #[error("stored vault is stale (rollback refused)")]
     StaleVault,
@@ -205,6 +209,7 @@ impl ClientError {
             ClientError::StorageConflict => "storage_conflict",
             ClientError::StorageUnavailable => "storage_unavailable",
             ClientError::StorageTimeout => "storage_timeout",
+            ClientError::DeadlineExceeded => "deadline_exceeded",
             ClientError::StaleVault => "stale_vault",
             ClientError::CorruptVault => "corrupt_vault",
             ClientError::Kms(e) => e.code(),

@@ -501,7 +501,7 @@ impl Fault {
             }
             Fault::KmsDeny => "KMS denies (PCR0 not in the key policy), policy restored",
             Fault::KmsDisabled => "KMS key disabled, enabled",
-            Fault::KmsHang => "KMS hangs (SIGSTOP), continued",
+            Fault::KmsHang => "KMS hangs 6 s (SIGSTOP), continued",
         }
     }
 
@@ -950,12 +950,17 @@ async fn inject(
         Fault::KmsHang => {
             let kms = sys.kms.as_ref().expect("the row's system has a KMS");
             kms.child.signal("STOP");
-            tokio::time::sleep(outage).await;
+            tokio::time::sleep(outage.max(KMS_HANG)).await;
             kms.child.signal("CONT");
         }
     }
     String::new()
 }
+
+/// The KMS hang lasts at least this long: past the harness parent's 5 s deadline, so the
+/// enclave's own bound on KMS calls (the parent's deadline, which the enclave applies to them) is
+/// what answers the requests waiting on it.
+pub const KMS_HANG: Duration = Duration::from_secs(6);
 
 /// Renders rows as a markdown table.
 pub fn markdown(rows: &[Row]) -> String {

@@ -37,6 +37,7 @@ const UNSPENT_CODES: &[&str] = &[
     "KMSUnavailable",
     "KMSThrottled",
     "busy",
+    "deadline_exceeded",
     "draining",
 ];
 

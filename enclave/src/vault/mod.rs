@@ -274,6 +274,16 @@ impl Vaults {
         guard
     }
 
+    /// [`Self::slot`], waiting at most until the request's deadline ([`crate::deadline`]).
+    pub(crate) async fn slot_in_time(
+        &self,
+        vault: &str,
+    ) -> Result<OwnedMutexGuard<Slot>, ClientError> {
+        crate::deadline::within(self.slot(vault))
+            .await
+            .ok_or(ClientError::DeadlineExceeded)
+    }
+
     /// Drops idle vaults beyond the count or memory budget, least recently used first. Vaults
     /// busy with a request are skipped. Nothing is lost: every acknowledged change is stored.
     pub(crate) fn evict_over_budget(&self, keep: &str) {
@@ -368,9 +378,10 @@ impl Vaults {
             let (material, kept) = match retained {
                 Some(r) => (r.material, r.unlocked),
                 None => {
-                    let material = sealer
-                        .unseal(&stored.material, &SealContext::vault_material(vault))
-                        .await;
+                    let material = kms_in_time(
+                        sealer.unseal(&stored.material, &SealContext::vault_material(vault)),
+                    )
+                    .await?;
                     self.count_kms(&material);
                     (material.map_err(kms_error)?, None)
                 }
@@ -489,6 +500,7 @@ impl Vaults {
                 Err(ClientError::StorageConflict)
             }
             Err(StoreError::Unavailable) => Err(ClientError::StorageUnavailable),
+            Err(StoreError::NoTime) => Err(ClientError::DeadlineExceeded),
             Err(StoreError::Uncertain) => {
                 // The write may still land: reload before the next change, so the cached copy
                 // never builds on a version that might not be the stored one.
@@ -545,6 +557,7 @@ impl Vaults {
             Err(StoreError::Conflict) => Err(ClientError::AlreadyEnrolled),
             Err(StoreError::Unavailable) => Err(ClientError::StorageUnavailable),
             Err(StoreError::Uncertain) => Err(ClientError::StorageTimeout),
+            Err(StoreError::NoTime) => Err(ClientError::DeadlineExceeded),
         }
     }
 
@@ -571,10 +584,9 @@ impl Vaults {
     pub(crate) async fn argon2_permit(
         &self,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, ClientError> {
-        self.argon2
-            .clone()
-            .acquire_owned()
+        crate::deadline::within(self.argon2.clone().acquire_owned())
             .await
+            .ok_or(ClientError::DeadlineExceeded)?
             .map_err(|_| ClientError::Internal)
     }
 
@@ -616,11 +628,23 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A KMS call bounded by the request's deadline: not started when no time is left
+/// (`deadline_exceeded`); `KMSUnavailable` when KMS does not answer before it.
+pub(crate) async fn kms_in_time<T>(
+    call: impl std::future::Future<Output = Result<T, SealError>>,
+) -> Result<Result<T, SealError>, ClientError> {
+    crate::deadline::limit(std::time::Duration::MAX).map_err(|_| ClientError::DeadlineExceeded)?;
+    Ok(crate::deadline::within(call)
+        .await
+        .unwrap_or(Err(SealError::Unavailable)))
+}
+
 fn store_error(e: StoreError) -> ClientError {
     match e {
         StoreError::Conflict => ClientError::StorageConflict,
         StoreError::Unavailable => ClientError::StorageUnavailable,
         StoreError::Uncertain => ClientError::StorageTimeout,
+        StoreError::NoTime => ClientError::DeadlineExceeded,
     }
 }
 

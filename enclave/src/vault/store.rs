@@ -29,6 +29,9 @@ pub enum StoreError {
     /// No answer in time, or the link died mid-call: the write may still land.
     #[error("storage outcome unknown")]
     Uncertain,
+    /// The request's deadline passed before a read could start; nothing was asked.
+    #[error("no time left for a storage read")]
+    NoTime,
 }
 
 /// A fetched object.
@@ -53,12 +56,22 @@ impl VaultStore {
         Self { parent, timeout }
     }
 
+    /// One storage call. A read is also bounded by the request's deadline ([`crate::deadline`]);
+    /// a write (`Put`, `Delete`) keeps the full timeout: it commits work already begun.
+    ///
+    /// A read with no answer in time changed nothing: [`StoreError::Unavailable`]. Only a write
+    /// can be [`StoreError::Uncertain`].
     async fn call(&self, request: StorageRequest) -> Result<StorageResponse, StoreError> {
-        match self
-            .parent
-            .request(Request::Storage(request), self.timeout)
-            .await
-        {
+        let write = matches!(
+            request,
+            StorageRequest::Put { .. } | StorageRequest::Delete { .. }
+        );
+        let limit = if write {
+            self.timeout
+        } else {
+            crate::deadline::limit(self.timeout).map_err(|_| StoreError::NoTime)?
+        };
+        match self.parent.request(Request::Storage(request), limit).await {
             Ok(Response::Storage(r)) => Ok(r),
             Ok(other) => {
                 tracing::warn!(
@@ -70,10 +83,12 @@ impl VaultStore {
             Err(e) => {
                 tracing::warn!(error = %e, "storage request failed");
                 Err(match e {
-                    ParentError::Rpc(RpcError::Timeout(_) | RpcError::Closed(_)) => {
+                    ParentError::Rpc(RpcError::Timeout(_) | RpcError::Closed(_)) if write => {
                         StoreError::Uncertain
                     }
-                    ParentError::Rpc(RpcError::Remote(w)) if w.code == ErrorCode::Timeout => {
+                    ParentError::Rpc(RpcError::Remote(w))
+                        if write && w.code == ErrorCode::Timeout =>
+                    {
                         StoreError::Uncertain
                     }
                     _ => StoreError::Unavailable,

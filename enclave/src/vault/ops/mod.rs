@@ -273,7 +273,7 @@ impl Ctx<'_> {
     pub(super) async fn unlocked(
         &self,
     ) -> Result<(tokio::sync::OwnedMutexGuard<Slot>, State, Dek), ClientError> {
-        let mut slot = self.vaults.slot(self.owner).await;
+        let mut slot = self.vaults.slot_in_time(self.owner).await?;
         if slot.vault.is_none() && slot.retained.is_none() {
             return Err(if self.vaults.exists(self.owner).await? {
                 ClientError::VaultLocked

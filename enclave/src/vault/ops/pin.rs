@@ -89,14 +89,15 @@ impl Ctx<'_> {
         };
         drop(plain);
 
-        let mut slot = self.vaults.slot(self.owner).await;
+        let mut slot = self.vaults.slot_in_time(self.owner).await?;
         if slot.vault.is_some() || self.vaults.exists(self.owner).await? {
             return Err(ClientError::AlreadyEnrolled);
         }
-        let generated = self
-            .sealer
-            .generate(&SealContext::vault_material(self.owner))
-            .await;
+        let generated = super::super::kms_in_time(
+            self.sealer
+                .generate(&SealContext::vault_material(self.owner)),
+        )
+        .await?;
         self.vaults.count_kms(&generated);
         let (material, blob) = generated.map_err(|e| {
             tracing::error!(
@@ -160,7 +161,7 @@ impl Ctx<'_> {
     > {
         let utk_id = payload::string(body, "utk_id")?.to_owned();
         let envelope = payload::base64(body, "encrypted_payload")?;
-        let mut slot = self.vaults.slot(self.owner).await;
+        let mut slot = self.vaults.slot_in_time(self.owner).await?;
         self.vaults.load(self.sealer, self.owner, &mut slot).await?;
         let plain = legacy_ecies::open(&Self::ecies_key(&slot)?, &envelope)
             .map_err(|_| ClientError::DecryptionFailed)?;

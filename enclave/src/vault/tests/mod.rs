@@ -26,6 +26,8 @@ pub(super) struct MemParent {
     pub(super) objects: Mutex<HashMap<String, (Bytes, String)>>,
     pub(super) fail_puts: AtomicBool,
     pub(super) fail_all: AtomicBool,
+    /// Reads (`Get`, `Head`) never answer.
+    pub(super) hang_reads: AtomicBool,
     pub(super) etags: AtomicU32,
     /// Every body the enclave asked to store (what the host sees).
     pub(super) written: Mutex<Vec<Bytes>>,
@@ -44,6 +46,14 @@ impl Handler for MemParent {
                 vettid_protocol::ErrorCode::Unavailable,
                 "s3 down",
             ));
+        }
+        if self.hang_reads.load(Ordering::SeqCst)
+            && matches!(
+                req,
+                StorageRequest::Get { .. } | StorageRequest::Head { .. }
+            )
+        {
+            std::future::pending::<()>().await;
         }
         let mut objects = self.objects.lock().unwrap();
         let r = match req {
@@ -161,14 +171,30 @@ pub(super) async fn harness() -> Harness {
 
 impl Harness {
     pub(super) async fn call(&self, owner: &str, op: &str, payload: Value) -> Value {
+        self.call_within(owner, op, payload, None).await
+    }
+
+    /// [`Self::call`] as if the parent waited `deadline_ms` for it (`None`: no deadline).
+    pub(super) async fn call_within(
+        &self,
+        owner: &str,
+        op: &str,
+        payload: Value,
+        deadline_ms: Option<u32>,
+    ) -> Value {
+        let deadline = deadline_ms
+            .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms.into()));
         let reply = self
             .p
-            .nats(NatsMessage {
-                subject: format!("OwnerSpace.{owner}.forVault.{op}"),
-                reply: Some("_INBOX.1".into()),
-                headers: vec![],
-                payload: serde_json::to_vec(&payload).unwrap().into(),
-            })
+            .nats_until(
+                NatsMessage {
+                    subject: format!("OwnerSpace.{owner}.forVault.{op}"),
+                    reply: Some("_INBOX.1".into()),
+                    headers: vec![],
+                    payload: serde_json::to_vec(&payload).unwrap().into(),
+                },
+                deadline,
+            )
             .await;
         serde_json::from_slice(reply.reply.as_ref().unwrap()).unwrap()
     }

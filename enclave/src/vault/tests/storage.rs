@@ -244,3 +244,50 @@ async fn a_utk_minted_on_the_other_host_is_accepted_after_a_reload() {
         .await;
     assert_eq!(code(&r), "utk_invalid", "{r}");
 }
+
+/// The parent's deadline travels with the request: a cold load whose storage read hangs is
+/// answered by the enclave before the parent would give up (1 s here; the store's own limit is
+/// 10 s), with a definite answer (a read changes nothing).
+#[tokio::test]
+async fn a_hanging_read_is_answered_before_the_parents_deadline() {
+    let a = harness().await;
+    let r = a.setup("u10", "1234").await;
+    let ecies = key(&r["ecies_public_key"]);
+    let b = restart(&a).await;
+    b.parent.hang_reads.store(true, Ordering::SeqCst);
+    let env = legacy_ecies::seal(&ecies, json!({"pin": "1234"}).to_string().as_bytes()).unwrap();
+    let payload = json!({"type": "pin.unlock", "payload": {"utk_id": "utk-x", "encrypted_payload": B64.encode(env)}});
+    let started = std::time::Instant::now();
+    let r = b.call_within("u10", "pin", payload, Some(1000)).await;
+    let took = started.elapsed();
+    assert_eq!(code(&r), "storage_unavailable", "{r}");
+    assert!(
+        took < std::time::Duration::from_secs(1) && took >= std::time::Duration::from_millis(800),
+        "answered in {took:?}"
+    );
+}
+
+/// Waiting for an Argon2 permit ends at the deadline, before any attempt is counted.
+#[tokio::test]
+async fn no_attempt_is_counted_when_the_deadline_passes_waiting_for_argon2() {
+    let config = VaultConfig {
+        argon2_permits: 1,
+        ..config()
+    };
+    let a = harness_with(config, Arc::default()).await;
+    let r = a.setup("u11", "1234").await;
+    let ecies = key(&r["ecies_public_key"]);
+    let mut live = utks(&r["utks"]);
+    let held = a.p.state().vaults.argon2_permit().await.unwrap();
+    let env = legacy_ecies::seal(&ecies, json!({"pin": "0000"}).to_string().as_bytes()).unwrap();
+    let payload = json!({"type": "pin.unlock", "payload": {"utk_id": live.remove(0).0, "encrypted_payload": B64.encode(env)}});
+    let started = std::time::Instant::now();
+    let r = a.call_within("u11", "pin", payload, Some(500)).await;
+    assert_eq!(code(&r), "deadline_exceeded", "{r}");
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    drop(held);
+    // The wrong PIN that timed out was never counted: this one is the first.
+    let r = a.unlock("u11", &ecies, &live.remove(0).0, "0000").await;
+    assert_eq!(code(&r), "invalid_pin", "{r}");
+    assert_eq!(r["attempts_remaining"], 3, "{r}");
+}
