@@ -333,6 +333,7 @@ async fn a_hanging_store_is_answered_within_the_deadline_and_loses_nothing() {
                     "storage_conflict",
                     "utk_invalid",
                     "corrupt_vault",
+                    "not_enrolled",
                 ]
                 .contains(&code.as_str()),
             "{}: success or a storage error, got {:?}",
