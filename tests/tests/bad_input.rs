@@ -412,3 +412,33 @@ fn cli_verifies_a_real_aws_document_only_at_its_own_time() {
         .to_string());
     assert_eq!(now.status.code(), Some(1));
 }
+
+/// The measurement tools refuse bad flags with a message, before starting any process.
+#[test]
+fn measurement_tools_refuse_bad_flags() {
+    for args in [
+        &["--only", "nope"][..],
+        &["--only", "kms-hang,"],
+        &["--outage-ms", "0"],
+        &["--outage-ms", "soon"],
+        &["--users", "0"],
+        &["--pace-ms"],
+        &["--colour", "blue"],
+    ] {
+        let started = std::time::Instant::now();
+        let out = Command::new(bin_path("vettid-faults"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(
+            stderr.contains(args[0]) || stderr.contains("unknown fault"),
+            "{args:?}: the error names the flag: {stderr}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{args:?}: refused before starting a system"
+        );
+    }
+}
