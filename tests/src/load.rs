@@ -1,7 +1,14 @@
 //! Sustained load at a fixed request rate, mixing request families, with latency percentiles per
 //! window and the memory of both processes sampled every second. Used by `vettid-load` (60 s and
 //! longer) and by a short test in `scripts/test`.
+//!
+//! With a [`VaultMix`], enrolled users also run vault operations at their own fixed pace:
+//! `secrets.update` over a fixed set of secrets (so the vaults do not grow and memory can stay
+//! flat), `secrets.retrieve` with the value checked against the last acknowledged update, and a
+//! warm `pin.unlock` (Argon2id, 256 MiB for ~0.6 s) now and then. Each user's requests are
+//! sequential, as an app's are (UTKs are single use).
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -22,7 +29,23 @@ pub struct LoadSpec {
     pub window: Duration,
     /// Per-request deadline.
     pub deadline: Duration,
+    /// Vault operations alongside, if any.
+    pub vault: Option<VaultMix>,
 }
+
+/// The vault part of the mix.
+#[derive(Debug, Clone, Copy)]
+pub struct VaultMix {
+    /// Enrolled users, each with [`SECRETS_PER_USER`] secrets.
+    pub users: usize,
+    /// Vault requests per second, over all users.
+    pub rate: u32,
+    /// Every this many of a user's requests is a warm `pin.unlock`; `0`: none.
+    pub unlock_every: u32,
+}
+
+/// Secrets each vault user keeps (updated in turn, never added to).
+pub const SECRETS_PER_USER: usize = 5;
 
 /// One reporting window.
 #[derive(Debug, Clone)]
@@ -54,6 +77,8 @@ pub struct LoadReport {
     pub ok: usize,
     /// Requests answered with an error or not at all.
     pub errors: usize,
+    /// Latency (µs) and errors per request family, over the whole run.
+    pub families: BTreeMap<&'static str, (Vec<u64>, usize)>,
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -79,11 +104,15 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
 /// in a 2:1:1 mix. Every request has a deadline; the run stops by itself.
 pub async fn run(sys: &System, spec: &LoadSpec) -> LoadReport {
     let client = sys.client().await;
+    let vault = match spec.vault {
+        Some(mix) => Some(start_vault(&client, mix, spec.duration).await),
+        None => None,
+    };
     let pids = (
         sys.parent.as_ref().map(|p| p.pid()).unwrap_or(0),
         sys.enclave.as_ref().map(|e| e.pid()).unwrap_or(0),
     );
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Result<Duration, ()>)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(&'static str, Result<Duration, ()>)>();
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / f64::from(spec.rate.max(1)));
     let mut report = LoadReport::default();
@@ -135,13 +164,18 @@ pub async fn run(sys: &System, spec: &LoadSpec) -> LoadReport {
                     json!({"id": format!("e{i}"), "type": "attestation.request", "payload": {"nonce": B64.encode(i.to_be_bytes())}}),
                 ),
             };
+            let family = match i % 4 {
+                0 | 2 => "enclave.health",
+                1 => "enclave.attestation.request",
+                _ => "app attestation",
+            };
             let (c, tx, deadline) = (client.clone(), tx.clone(), spec.deadline);
             tokio::spawn(async move {
                 let t = Instant::now();
                 let r = crate::system::request_json(&c, &subject, payload, deadline).await;
                 let ok =
                     matches!(&r, Ok(v) if v.get("type").and_then(|t| t.as_str()) != Some("error"));
-                let _ = tx.send((t, if ok { Ok(t.elapsed()) } else { Err(()) }));
+                let _ = tx.send((family, if ok { Ok(t.elapsed()) } else { Err(()) }));
             });
             report.sent += 1;
             in_flight += 1;
@@ -153,16 +187,19 @@ pub async fn run(sys: &System, spec: &LoadSpec) -> LoadReport {
             .unwrap_or(now)
             .saturating_duration_since(now);
         match tokio::time::timeout(wait.max(Duration::from_millis(1)), rx.recv()).await {
-            Ok(Some((_, res))) => {
+            Ok(Some((family, res))) => {
                 in_flight -= 1;
+                let fam = report.families.entry(family).or_default();
                 match res {
                     Ok(d) => {
                         report.ok += 1;
                         lat.push(d.as_micros() as u64);
+                        fam.0.push(d.as_micros() as u64);
                     }
                     Err(()) => {
                         report.errors += 1;
                         win_errors += 1;
+                        fam.1 += 1;
                     }
                 }
             }
@@ -170,7 +207,129 @@ pub async fn run(sys: &System, spec: &LoadSpec) -> LoadReport {
             Err(_) => {}
         }
     }
+    if let Some(tasks) = vault {
+        for t in tasks {
+            for (family, at, res) in t.await.expect("vault load task") {
+                report.sent += 1;
+                let fam = report.families.entry(family).or_default();
+                let window = report
+                    .windows
+                    .iter_mut()
+                    .find(|w| at.duration_since(started).as_secs() < w.at_s);
+                match res {
+                    Ok(d) => {
+                        report.ok += 1;
+                        fam.0.push(d.as_micros() as u64);
+                    }
+                    Err(code) => {
+                        eprintln!("vault load: {family} failed: {code}");
+                        report.errors += 1;
+                        fam.1 += 1;
+                        if let Some(w) = window {
+                            w.errors += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
     report
+}
+
+/// One vault request's family, when it was sent, and its latency or error code.
+type VaultResult = (&'static str, Instant, Result<Duration, String>);
+
+/// Enrols `mix.users` users (each with [`SECRETS_PER_USER`] secrets, before the clock starts) and
+/// starts their loads, which stop after `duration`.
+async fn start_vault(
+    client: &async_nats::Client,
+    mix: VaultMix,
+    duration: Duration,
+) -> Vec<tokio::task::JoinHandle<Vec<VaultResult>>> {
+    let requester = crate::replies::Requester::new(client.clone()).await;
+    let users = crate::faults::users(&requester, "load-vault", mix.users).await;
+    let pace = Duration::from_secs_f64(mix.users as f64 / f64::from(mix.rate.max(1)));
+    let end = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for mut user in users {
+        let mut ids = Vec::new();
+        for k in 0..SECRETS_PER_USER {
+            let name = format!("secret-{k}");
+            let r = user.add_secret(&name, "v0").await.expect_ok("secrets.add");
+            ids.push((
+                r["id"].as_str().unwrap_or_default().to_owned(),
+                "v0".to_owned(),
+            ));
+        }
+        tasks.push(tokio::spawn(vault_user(
+            user,
+            ids,
+            pace,
+            mix.unlock_every,
+            end,
+        )));
+    }
+    tasks
+}
+
+/// One user's sequential vault load until `end`.
+async fn vault_user(
+    mut user: crate::vault_client::VaultUser,
+    mut secrets: Vec<(String, String)>,
+    pace: Duration,
+    unlock_every: u32,
+    end: Instant,
+) -> Vec<VaultResult> {
+    use crate::vault_client::Answer;
+    let mut out = Vec::new();
+    let mut tick = tokio::time::interval(pace);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u32 = 0;
+    let mut values: HashMap<usize, u32> = HashMap::new();
+    while Instant::now() < end {
+        tick.tick().await;
+        n += 1;
+        let k = (n as usize / 2) % secrets.len();
+        let t = Instant::now();
+        let (family, result) = if unlock_every > 0 && n.is_multiple_of(unlock_every) {
+            ("pin.unlock", user.unlock().await)
+        } else if n.is_multiple_of(2) {
+            let version = values.entry(k).or_default();
+            *version += 1;
+            let value = format!("v{version}");
+            let (id, _) = secrets[k].clone();
+            let r = user
+                .utk_op("secrets.update", json!({"id": id, "value": value}))
+                .await;
+            if r.is_ok() {
+                secrets[k].1 = value;
+            }
+            ("secrets.update", r)
+        } else {
+            let reply = crate::app::ReplyKey::generate();
+            let (id, expected) = secrets[k].clone();
+            let r = user.retrieve_secret(&id, &reply).await;
+            let r = match r {
+                Answer::Ok(v) => {
+                    let got = reply.open_json(v["encrypted_secret"].as_str().unwrap_or_default());
+                    if got["value"] == expected.as_str() {
+                        Answer::Ok(v)
+                    } else {
+                        Answer::Lost(format!("read {} expected {expected}", got["value"]))
+                    }
+                }
+                other => other,
+            };
+            ("secrets.retrieve", r)
+        };
+        let res = if result.is_ok() {
+            Ok(t.elapsed())
+        } else {
+            Err(result.code())
+        };
+        out.push((family, t, res));
+    }
+    out
 }
 
 impl LoadReport {
@@ -197,22 +356,38 @@ impl LoadReport {
             "\nsent {}, ok {}, errors {}; RSS KiB parent min/max/last {pmin}/{pmax}/{plast}, enclave {emin}/{emax}/{elast}\n",
             self.sent, self.ok, self.errors
         );
+        s += "\n| family | requests | errors | p50 µs | p99 µs | max µs |\n|---|---:|---:|---:|---:|---:|\n";
+        for (family, (lat, errors)) in &self.families {
+            let mut lat = lat.clone();
+            lat.sort_unstable();
+            s += &format!(
+                "| {family} | {} | {errors} | {} | {} | {} |\n",
+                lat.len() + errors,
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+                lat.last().copied().unwrap_or(0)
+            );
+        }
         s
     }
 
-    /// RSS growth (KiB) between the second sample and the last, per process: the first second
-    /// includes start-up allocation.
+    /// RSS growth (KiB) per process: the lowest sample of the last tenth of the run minus the
+    /// lowest of the first tenth (after the first second, which includes start-up allocation).
+    /// Floors, not single samples: a warm unlock holds 256 MiB for ~0.6 s and a sample that
+    /// lands on one says nothing about growth.
     pub fn rss_growth_kib(&self) -> (i64, i64) {
-        let first = self
-            .memory
-            .get(1)
-            .or(self.memory.first())
-            .copied()
-            .unwrap_or_default();
-        let last = self.memory.last().copied().unwrap_or_default();
+        let samples = self.memory.get(1..).unwrap_or_default();
+        let tenth = (samples.len() / 10).max(1);
+        let floor = |part: &[(u64, u64, u64)], f: fn(&(u64, u64, u64)) -> u64| {
+            part.iter().map(f).min().unwrap_or(0) as i64
+        };
+        let (head, tail) = (
+            &samples[..tenth.min(samples.len())],
+            &samples[samples.len().saturating_sub(tenth)..],
+        );
         (
-            last.1 as i64 - first.1 as i64,
-            last.2 as i64 - first.2 as i64,
+            floor(tail, |m| m.1) - floor(head, |m| m.1),
+            floor(tail, |m| m.2) - floor(head, |m| m.2),
         )
     }
 }
