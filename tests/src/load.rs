@@ -261,30 +261,32 @@ async fn start_vault(
                 "v0".to_owned(),
             ));
         }
+        // Staggered, so the users' unlocks spread over the period instead of coming at once.
+        let offset = (tasks.len() * mix.unlock_every as usize / mix.users.max(1)) as u32;
         tasks.push(tokio::spawn(vault_user(
             user,
             ids,
             pace,
-            mix.unlock_every,
+            (mix.unlock_every, offset),
             end,
         )));
     }
     tasks
 }
 
-/// One user's sequential vault load until `end`.
+/// One user's sequential vault load until `end`; its request counter starts at `offset`.
 async fn vault_user(
     mut user: crate::vault_client::VaultUser,
     mut secrets: Vec<(String, String)>,
     pace: Duration,
-    unlock_every: u32,
+    (unlock_every, offset): (u32, u32),
     end: Instant,
 ) -> Vec<VaultResult> {
     use crate::vault_client::Answer;
     let mut out = Vec::new();
     let mut tick = tokio::time::interval(pace);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n: u32 = 0;
+    let mut n: u32 = offset;
     let mut values: HashMap<usize, u32> = HashMap::new();
     while Instant::now() < end {
         tick.tick().await;
