@@ -45,11 +45,62 @@ struct Entry {
     expires: Instant,
 }
 
+/// The keys, and which belong to whom: `take_opening` runs on every `pin.setup` and must not scan
+/// a store that can hold 100 000 keys under its lock.
+#[derive(Default)]
+struct Entries {
+    by_key: HashMap<PublicKey, Entry>,
+    by_owner: HashMap<String, Vec<PublicKey>>,
+}
+
+impl Entries {
+    fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    fn get(&self, public: &PublicKey) -> Option<&Entry> {
+        self.by_key.get(public)
+    }
+
+    fn insert(&mut self, public: PublicKey, entry: Entry) {
+        if let Some(owner) = &entry.owner {
+            self.by_owner.entry(owner.clone()).or_default().push(public);
+        }
+        self.by_key.insert(public, entry);
+    }
+
+    fn remove(&mut self, public: &PublicKey) -> Option<Entry> {
+        let entry = self.by_key.remove(public)?;
+        if let Some(owner) = &entry.owner {
+            if let Some(keys) = self.by_owner.get_mut(owner) {
+                keys.retain(|k| k != public);
+                if keys.is_empty() {
+                    self.by_owner.remove(owner);
+                }
+            }
+        }
+        Some(entry)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        self.by_key.retain(|_, e| keep(e));
+        let by_key = &self.by_key;
+        self.by_owner.retain(|_, keys| {
+            keys.retain(|k| by_key.contains_key(k));
+            !keys.is_empty()
+        });
+    }
+
+    fn owned_by(&self, owner: &str) -> Vec<PublicKey> {
+        self.by_owner.get(owner).cloned().unwrap_or_default()
+    }
+}
+
 /// Bounded store of attestation private keys.
 pub struct KeyStore {
     ttl: Duration,
     cap: usize,
-    entries: Mutex<HashMap<PublicKey, Entry>>,
+    entries: Mutex<Entries>,
 }
 
 impl KeyStore {
@@ -58,7 +109,7 @@ impl KeyStore {
         Self {
             ttl,
             cap: cap.max(1),
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
         }
     }
 
@@ -77,7 +128,7 @@ impl KeyStore {
         let now = Instant::now();
         let mut entries = self.lock();
         if entries.len() >= self.cap {
-            entries.retain(|_, e| e.expires > now);
+            entries.retain(|e| e.expires > now);
             if entries.len() >= self.cap {
                 return Err(KeyError::Full);
             }
@@ -123,13 +174,16 @@ impl KeyStore {
         let mut entries = self.lock();
         let mut found_any = false;
         let mut hit = None;
-        for (public, entry) in entries.iter() {
-            if entry.expires <= now || entry.owner.as_deref() != Some(owner) {
+        for public in entries.owned_by(owner) {
+            let Some(entry) = entries.get(&public) else {
+                continue;
+            };
+            if entry.expires <= now {
                 continue;
             }
             found_any = true;
             if let Some(value) = open(&entry.key) {
-                hit = Some((*public, value));
+                hit = Some((public, value));
                 break;
             }
         }
@@ -147,7 +201,7 @@ impl KeyStore {
     pub fn remove_owner(&self, owner: &str) -> usize {
         let mut entries = self.lock();
         let before = entries.len();
-        entries.retain(|_, e| e.owner.as_deref() != Some(owner));
+        entries.retain(|e| e.owner.as_deref() != Some(owner));
         before - entries.len()
     }
 
@@ -155,7 +209,7 @@ impl KeyStore {
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
         let mut entries = self.lock();
-        entries.retain(|_, e| e.expires > now);
+        entries.retain(|e| e.expires > now);
         entries.len()
     }
 
@@ -169,7 +223,7 @@ impl KeyStore {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PublicKey, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -177,6 +231,29 @@ impl KeyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_owner_index_follows_every_removal() {
+        let store = KeyStore::new(Duration::from_millis(50), 100);
+        let a = store.generate(Some("a")).unwrap();
+        store.generate(Some("a")).unwrap();
+        store.generate(Some("b")).unwrap();
+        store.generate(None).unwrap();
+        assert_eq!(store.lock().owned_by("a").len(), 2);
+        // Taken: gone from the index; the owner's other key is still found.
+        assert!(store.take(&a, Some("a")).is_some());
+        assert_eq!(store.lock().owned_by("a").len(), 1);
+        assert_eq!(store.take_opening("a", |_| Some(())), Ok(()));
+        assert!(!store.lock().by_owner.contains_key("a"));
+        assert_eq!(store.take_opening("a", |_| Some(())), Err(TakeError::NoKey));
+        // Reset and expiry clear it too.
+        store.generate(Some("c")).unwrap();
+        assert_eq!(store.remove_owner("c"), 1);
+        assert!(!store.lock().by_owner.contains_key("c"));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(store.sweep(), 0);
+        assert!(store.lock().by_owner.is_empty());
+    }
 
     #[test]
     fn keys_are_single_use_and_scoped_to_their_owner() {
