@@ -15,44 +15,26 @@ use futures::StreamExt;
 use serde_json::json;
 use vettid_tests::{System, SystemOptions};
 
+/// Full path vs direct NATS echo, in one run.
+#[derive(clap::Parser)]
+#[command(name = "vettid-bench")]
 struct Args {
+    /// Requests sent one at a time, per path.
+    #[arg(long, default_value_t = 5000, value_parser = at_least(10))]
     sequential: usize,
+    /// Concurrent requesters on one client connection.
+    #[arg(long, default_value_t = 64, value_parser = at_least(1))]
     concurrency: usize,
+    /// Requests each concurrent requester sends back to back.
+    #[arg(long, default_value_t = 300, value_parser = at_least(1))]
     per_worker: usize,
-    /// Seconds to keep the 64-way health load running after the table (for profiling).
+    /// Seconds to keep the concurrent health load running after the table (for profiling).
+    #[arg(long, default_value_t = 0)]
     soak_secs: u64,
 }
 
-fn args() -> anyhow::Result<Args> {
-    let mut a = Args {
-        sequential: 5000,
-        concurrency: 64,
-        per_worker: 300,
-        soak_secs: 0,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || -> anyhow::Result<usize> {
-            it.next()
-                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?
-                .parse()
-                .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
-        };
-        match flag.as_str() {
-            "--sequential" => a.sequential = value()?,
-            "--concurrency" => a.concurrency = value()?,
-            "--per-worker" => a.per_worker = value()?,
-            "--soak-secs" => a.soak_secs = value()? as u64,
-            other => anyhow::bail!(
-                "unknown flag {other}; flags: --sequential N --concurrency N --per-worker N"
-            ),
-        }
-    }
-    anyhow::ensure!(
-        a.sequential >= 10 && a.concurrency >= 1 && a.per_worker >= 1,
-        "values too small"
-    );
-    Ok(a)
+fn at_least(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(min..)
 }
 
 #[derive(Clone, Copy)]
@@ -137,7 +119,7 @@ async fn concurrent(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let a = args()?;
+    let a = <Args as clap::Parser>::parse();
     let sys = System::start(SystemOptions::default());
     let client = sys.client().await;
 

@@ -13,42 +13,64 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context};
-use vettid_tests::faults::{markdown, run, Fault, Plan};
+use anyhow::ensure;
+use vettid_tests::faults::{markdown, run, Fault, Mix, Plan};
+
+/// The fault table.
+#[derive(clap::Parser)]
+#[command(name = "vettid-faults")]
+struct Args {
+    /// Rows to run, comma-separated: nats, enclave, parent-term, parent-kill, store-errors,
+    /// store-hang, store-conflict, kms-deny, kms-disabled, kms-hang. Default: all.
+    #[arg(long, value_delimiter = ',', value_parser = fault)]
+    only: Vec<Fault>,
+    /// How long the part stays broken, in ms.
+    #[arg(long, default_value_t = 2000, value_parser = ms)]
+    outage_ms: u64,
+    /// Time between one user's requests, in ms.
+    #[arg(long, default_value_t = 50, value_parser = ms)]
+    pace_ms: u64,
+    /// Time between new users' enrolments, in ms.
+    #[arg(long, default_value_t = 1000, value_parser = ms)]
+    enrol_ms: u64,
+    /// Time between app attestations, in ms.
+    #[arg(long, default_value_t = 50, value_parser = ms)]
+    attest_ms: u64,
+    /// Enrolled users running the load.
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=50))]
+    users: usize,
+}
+
+fn fault(s: &str) -> Result<Fault, String> {
+    Fault::parse(s).ok_or_else(|| format!("unknown fault {s:?}"))
+}
+
+fn ms(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(v) if (1..=600_000).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?}: milliseconds, 1 to 600000")),
+    }
+}
 
 fn main() -> anyhow::Result<()> {
-    let mut plan = Plan::default();
-    let mut faults = Fault::ALL.to_vec();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?;
-        let ms = || -> anyhow::Result<Duration> {
-            let v: u64 = value
-                .parse()
-                .with_context(|| format!("{flag} {value}: not a number"))?;
-            ensure!(v > 0, "{flag} must be above 0");
-            Ok(Duration::from_millis(v))
-        };
-        match flag.as_str() {
-            "--only" => {
-                faults = value
-                    .split(',')
-                    .map(|f| Fault::parse(f).with_context(|| format!("--only: unknown fault {f}")))
-                    .collect::<anyhow::Result<_>>()?;
-            }
-            "--outage-ms" => plan.outage = ms()?,
-            "--pace-ms" => plan.mix.pace = ms()?,
-            "--enrol-ms" => plan.enrol_every = ms()?,
-            "--attest-ms" => plan.attest_every = ms()?,
-            "--users" => {
-                plan.users = value.parse().context("--users: not a number")?;
-                ensure!((1..=50).contains(&plan.users), "--users must be 1 to 50");
-            }
-            other => bail!("unknown flag {other}"),
-        }
-    }
+    let a = <Args as clap::Parser>::parse();
+    let defaults = Plan::default();
+    let plan = Plan {
+        outage: Duration::from_millis(a.outage_ms),
+        mix: Mix {
+            pace: Duration::from_millis(a.pace_ms),
+            ..defaults.mix
+        },
+        enrol_every: Duration::from_millis(a.enrol_ms),
+        attest_every: Duration::from_millis(a.attest_ms),
+        users: a.users,
+        ..defaults
+    };
+    let faults = if a.only.is_empty() {
+        Fault::ALL.to_vec()
+    } else {
+        a.only
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -15,42 +15,43 @@ use vettid_tests::kms::KmsOptions;
 use vettid_tests::load::{run, LoadSpec, VaultMix};
 use vettid_tests::{System, SystemOptions};
 
+/// Sustained load at a fixed rate.
+#[derive(clap::Parser)]
+#[command(name = "vettid-load")]
+struct Args {
+    /// Length of the run.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    seconds: u64,
+    /// Health and attestation requests per second.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rate: u32,
+    /// Reporting window, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    window: u64,
+    /// Enrolled vault users alongside (0: none; the system then runs no KMS).
+    #[arg(long, default_value_t = 0, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1000))]
+    vault_users: usize,
+    /// Vault requests per second, over all vault users.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    vault_rate: u32,
+    /// Every this many of a vault user's requests is a warm `pin.unlock` (0: none).
+    #[arg(long, default_value_t = 100)]
+    unlock_every: u32,
+}
+
 fn main() -> anyhow::Result<()> {
-    let mut spec = LoadSpec {
-        duration: Duration::from_secs(60),
-        rate: 500,
-        window: Duration::from_secs(10),
+    let a = <Args as clap::Parser>::parse();
+    let spec = LoadSpec {
+        duration: Duration::from_secs(a.seconds),
+        rate: a.rate,
+        window: Duration::from_secs(a.window),
         deadline: Duration::from_secs(5),
-        vault: None,
+        vault: (a.vault_users > 0).then_some(VaultMix {
+            users: a.vault_users,
+            rate: a.vault_rate,
+            unlock_every: a.unlock_every,
+        }),
     };
-    let mut vault = VaultMix {
-        users: 0,
-        rate: 50,
-        unlock_every: 100,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value: u64 = args
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?
-            .parse()?;
-        match flag.as_str() {
-            "--seconds" => spec.duration = Duration::from_secs(value),
-            "--rate" => spec.rate = u32::try_from(value)?,
-            "--window" => spec.window = Duration::from_secs(value.max(1)),
-            "--vault-users" => vault.users = usize::try_from(value)?,
-            "--vault-rate" => vault.rate = u32::try_from(value.max(1))?,
-            "--unlock-every" => vault.unlock_every = u32::try_from(value)?,
-            other => anyhow::bail!(
-                "unknown flag {other}; flags: --seconds N --rate N --window N --vault-users N \
-                 --vault-rate N --unlock-every N"
-            ),
-        }
-    }
-    anyhow::ensure!(vault.users <= 1000, "--vault-users at most 1000");
-    if vault.users > 0 {
-        spec.vault = Some(vault);
-    }
     let sys = System::start(SystemOptions {
         kms: spec.vault.map(|_| KmsOptions::default()),
         ..SystemOptions::default()

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo build --release --bins --features vettid-enclave/dev
-//! target/release/vettid-vault-bench            # --users 10 --secret-ops 500 --concurrent 8
+//! target/release/vettid-vault-bench            # --users 10 --secret-ops 500 --concurrent 8 (--help)
 //! ```
 //!
 //! Phases, in order (about 30 s on 2 vCPUs):
@@ -37,45 +37,26 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// Memory one Argon2id derivation holds (production m).
 const ARGON2_MIB: f64 = 256.0;
 
+/// What the vault costs, with the attestation round trip as the baseline.
+#[derive(clap::Parser)]
+#[command(name = "vettid-vault-bench")]
 struct Args {
+    /// Users enrolled (`pin.setup`) and unlocked warm and cold.
+    #[arg(long, default_value_t = 10, value_parser = range(1, 1000))]
     users: usize,
+    /// `secrets.add` and `secrets.retrieve` each, on one vault (which holds at most 1000 secrets).
+    #[arg(long, default_value_t = 500, value_parser = range(1, 1000))]
     secret_ops: usize,
+    /// Users unlocked at once in the Argon2 memory phase.
+    #[arg(long, default_value_t = 8, value_parser = range(1, 1000))]
     concurrent: usize,
+    /// Baseline attestations, one at a time.
+    #[arg(long, default_value_t = 2000, value_parser = range(10, 1_000_000))]
     baseline: usize,
 }
 
-fn args() -> anyhow::Result<Args> {
-    let mut a = Args {
-        users: 10,
-        secret_ops: 500,
-        concurrent: 8,
-        baseline: 2000,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || -> anyhow::Result<usize> {
-            it.next()
-                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?
-                .parse()
-                .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
-        };
-        match flag.as_str() {
-            "--users" => a.users = value()?,
-            "--secret-ops" => a.secret_ops = value()?,
-            "--concurrent" => a.concurrent = value()?,
-            "--baseline" => a.baseline = value()?,
-            other => anyhow::bail!(
-                "unknown flag {other}; flags: --users N --secret-ops N --concurrent N --baseline N"
-            ),
-        }
-    }
-    anyhow::ensure!(
-        a.users >= 1 && a.concurrent >= 1 && a.baseline >= 10 && a.secret_ops >= 1,
-        "values too small"
-    );
-    // Secrets ops run on one vault, which holds at most 1000 secrets.
-    anyhow::ensure!(a.secret_ops <= 1000, "--secret-ops is at most 1000");
-    Ok(a)
+fn range(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(min..=max)
 }
 
 /// Latency summary of one measurement, in milliseconds.
@@ -176,7 +157,7 @@ fn machine() -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let a = args()?;
+    let a = <Args as clap::Parser>::parse();
     let users_n = a.users.max(a.concurrent);
     let run_started = Instant::now();
     println!("vettid-vault-bench: {}", machine());
