@@ -422,7 +422,7 @@ impl Vaults {
     /// since); if so the cached copy is dropped, keeping what lets the reload skip KMS and the
     /// PIN. One `HEAD`, only after a request failed on the cached copy.
     pub(crate) async fn refresh_if_stale(&self, vault: &str) -> Result<bool, ClientError> {
-        let mut slot = self.slot(vault).await;
+        let mut slot = self.slot_in_time(vault).await?;
         let Some(cached) = slot.vault.as_ref().map(|v| v.etag.clone()) else {
             return Ok(false);
         };
