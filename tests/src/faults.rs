@@ -102,6 +102,15 @@ impl Load {
         }
     }
 
+    /// Waits for `tick`'s next tick, or less if the part comes back meanwhile: the slow streams
+    /// then try at once.
+    async fn tick_or_back(&self, tick: &mut tokio::time::Interval) {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = self.back.notified() => {}
+        }
+    }
+
     async fn timed(
         &self,
         kind: Kind,
@@ -845,10 +854,7 @@ async fn attest_stream(requester: Requester, every: Duration, load: Arc<Load>) -
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !load.stop.load(Ordering::SeqCst) {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = load.back.notified() => {}
-        }
+        load.tick_or_back(&mut tick).await;
         let (user, load) = (user.clone(), load.clone());
         tasks.spawn(async move { load.timed(Kind::Attest, String::new(), user.attest()).await });
     }
@@ -866,10 +872,7 @@ async fn enrol_stream(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !load.stop.load(Ordering::SeqCst) {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = load.back.notified() => {}
-        }
+        load.tick_or_back(&mut tick).await;
         let owner = format!("ft-new-{}", out.len());
         let mut user = VaultUser::new(requester.clone(), &owner, &hash, LIMIT);
         let s = load.timed(Kind::Enrol, owner, user.setup("2580")).await;

@@ -76,6 +76,8 @@ pub async fn dispatch(
     // hosts behind one queue group): if the stored object moved on, reload and try once more.
     // Nothing was changed by the first try (a UTK that does not open stops an operation before
     // its write), so the retry is the request's only effect.
+    // If the store cannot say, its error is the answer: `utk_invalid` would make the app drop a
+    // UTK that may be good.
     if matches!(result, Err(ClientError::UtkInvalid))
         && state.vaults.refresh_if_stale(owner.as_str()).await?
     {

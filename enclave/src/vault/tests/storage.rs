@@ -48,18 +48,7 @@ async fn storage_failure_changes_nothing_and_a_retry_succeeds() {
 #[tokio::test]
 async fn two_enclaves_one_wins_the_other_conflicts_nothing_lost() {
     let a = harness().await;
-    let r = a.setup("u8", "1234").await;
-    let ecies = key(&r["ecies_public_key"]);
-    let mut live = utks(&r["utks"]);
-    let r = a
-        .utk_op(
-            "u8",
-            "credential.create",
-            &live.remove(0),
-            json!({"password_hash": PHC}),
-        )
-        .await;
-    assert_eq!(r["status"], "created", "{r}");
+    let (ecies, mut live) = enrolled_with_credential(&a, "u8").await;
     // Enclave B unlocks the same vault (cold: it reads A's object).
     let b = restart(&a).await;
     let (id, _) = live.remove(0);
@@ -204,18 +193,7 @@ async fn kms_errors_surface_with_their_codes() {
 #[tokio::test]
 async fn a_utk_minted_on_the_other_host_is_accepted_after_a_reload() {
     let a = harness().await;
-    let r = a.setup("u9", "1234").await;
-    let ecies = key(&r["ecies_public_key"]);
-    let mut live = utks(&r["utks"]);
-    let r = a
-        .utk_op(
-            "u9",
-            "credential.create",
-            &live.remove(0),
-            json!({"password_hash": PHC}),
-        )
-        .await;
-    assert_eq!(r["status"], "created", "{r}");
+    let (ecies, mut live) = enrolled_with_credential(&a, "u9").await;
     // B unlocks (a write A has not seen) and hands out new UTKs.
     let b = restart(&a).await;
     let (id, _) = live.remove(0);
@@ -290,4 +268,22 @@ async fn no_attempt_is_counted_when_the_deadline_passes_waiting_for_argon2() {
     let r = a.unlock("u11", &ecies, &live.remove(0).0, "0000").await;
     assert_eq!(code(&r), "invalid_pin", "{r}");
     assert_eq!(r["attempts_remaining"], 3, "{r}");
+}
+
+/// Enrols `owner` on `h` and creates its credential; the vault ECIES key and the live UTKs.
+async fn enrolled_with_credential(h: &Harness, owner: &str) -> ([u8; 32], Vec<(String, [u8; 32])>) {
+    let r = h.setup(owner, "1234").await;
+    let ecies = key(&r["ecies_public_key"]);
+    let mut live = utks(&r["utks"]);
+    let r = h
+        .utk_op(
+            owner,
+            "credential.create",
+            &live.remove(0),
+            json!({"password_hash": PHC}),
+        )
+        .await;
+    assert_eq!(r["status"], "created", "{r}");
+    live.extend(utks(&r["new_utks"]));
+    (ecies, live)
 }
