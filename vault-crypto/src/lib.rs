@@ -10,6 +10,7 @@
 //! - [`dek`]: PIN rules and DEK = HMAC(M, Argon2id(PIN, SHA-256(owner ‖ M))), exactly as v1.
 //! - [`dek_aead`]: v1's AES-256-GCM under the DEK (`encrypted_credential`, v1 `vault_state.enc`).
 //! - [`pin_verifier`]: the check v1 lacked, so a wrong PIN is rejected warm or cold (G2).
+//! - [`v2`]: the v2 envelope (requests bound to op, owner and key; replies only the requester opens).
 //! - [`sealed`]: the versioned AES-256-GCM object format bound to (vault, name, version) (G11, G18).
 //!
 //! The app-facing formats are frozen by deployed apps; known-answer vectors in `tests/vectors/` pin them
@@ -32,6 +33,7 @@ pub mod phc;
 pub mod pin_verifier;
 pub mod sealed;
 pub mod secret;
+pub mod v2;
 pub mod x25519;
 
 #[cfg(test)]

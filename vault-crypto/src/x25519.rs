@@ -74,6 +74,20 @@ pub(crate) fn agree_and_derive(
     salt: &[u8],
     info: &[u8],
 ) -> Result<Zeroizing<[u8; 32]>, EnvelopeError> {
+    agree_and_expand::<32>(our_private, peer_public, salt, info)
+}
+
+/// [`agree_and_derive`] with an output of `N` bytes (the v2 envelope takes a request and a reply
+/// key from one expansion).
+///
+/// # Errors
+/// As [`agree_and_derive`].
+pub(crate) fn agree_and_expand<const N: usize>(
+    our_private: &PrivateKey,
+    peer_public: &[u8; KEY_LEN],
+    salt: &[u8],
+    info: &[u8],
+) -> Result<Zeroizing<[u8; N]>, EnvelopeError> {
     if !is_canonical(peer_public) {
         return Err(EnvelopeError::NonCanonicalPublicKey);
     }
@@ -85,12 +99,21 @@ pub(crate) fn agree_and_derive(
             return Err(EnvelopeError::WeakPublicKey);
         }
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(shared);
-        let mut key = Zeroizing::new([0u8; 32]);
-        prk.expand(&[info], hkdf::HKDF_SHA256)
+        let mut key = Zeroizing::new([0u8; N]);
+        prk.expand(&[info], Len(N))
             .and_then(|okm| okm.fill(key.as_mut()))
             .map_err(|_| EnvelopeError::Backend)?;
         Ok(key)
     })
+}
+
+/// An HKDF output length for aws-lc's `expand`.
+struct Len(usize);
+
+impl hkdf::KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
+    }
 }
 
 /// Whether `u` (little-endian) is below p = 2^255 − 19, i.e. bit 255 clear and not in [p, 2^255 − 1].
