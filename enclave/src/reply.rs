@@ -166,6 +166,19 @@ pub enum ClientError {
     /// Unsigned `enclave.vault.reset` (G6): only a signed control command may reset a vault.
     #[error("unsigned vault reset refused; use a signed Control.user.{{guid}}.vault.reset")]
     UnsignedReset,
+    /// The change would make the stored vault larger than a load accepts: refused before it is
+    /// written, so the vault stays loadable (nothing was changed).
+    #[error("vault is full: the change would make it too large to store")]
+    VaultFull,
+    /// A PIN envelope this vault has already accepted (a recorded request replayed).
+    #[error("request already used (replay refused)")]
+    ReplayedRequest,
+    /// A v1 envelope where this enclave accepts only v2 (`--accept-v1-pin-envelopes` is off).
+    #[error("v1 envelopes are not accepted here; use the v2 envelope")]
+    V1EnvelopeRefused,
+    /// `credential.create` without the proof from `pin.setup` or the last `pin.unlock`.
+    #[error("credential.create needs the create proof from pin.setup or pin.unlock")]
+    CreateProofRequired,
     /// An internal failure (random source, serialisation). Nothing was changed.
     #[error("internal error")]
     Internal,
@@ -214,6 +227,10 @@ impl ClientError {
             ClientError::CorruptVault => "corrupt_vault",
             ClientError::Kms(e) => e.code(),
             ClientError::UnsignedReset => "unsigned_reset_refused",
+            ClientError::VaultFull => "vault_full",
+            ClientError::ReplayedRequest => "replayed_request",
+            ClientError::V1EnvelopeRefused => "v1_envelope_refused",
+            ClientError::CreateProofRequired => "create_proof_required",
             ClientError::Internal => "internal",
         }
     }
@@ -287,13 +304,20 @@ pub fn ok(body: Body, ctx: &ReplyCtx) -> Bytes {
 
 /// Serialises an error reply.
 pub fn error(err: ClientError, ctx: &ReplyCtx) -> Bytes {
+    let mut body = error_body(err);
+    decorate(&mut body, ctx);
+    to_bytes(body)
+}
+
+/// An error's reply fields without the correlation fields: `{type:"error", error, code, …}`
+/// (a v2 reply seals exactly this).
+pub fn error_body(err: ClientError) -> Map<String, Value> {
     let mut body = Map::new();
     body.insert("type".into(), "error".into());
     body.insert("error".into(), err.to_string().into());
     body.insert("code".into(), err.code().into());
     err.extras(&mut body);
-    decorate(&mut body, ctx);
-    to_bytes(body)
+    body
 }
 
 fn decorate(body: &mut Map<String, Value>, ctx: &ReplyCtx) {

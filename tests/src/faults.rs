@@ -362,11 +362,11 @@ pub async fn verify_durable(
             assert_eq!(secret["value"], format!("value of {}", last.name));
         }
     }
-    // An enrolled vault opens through KMS again: loading it answers `decryption_failed` (the
-    // probe's envelope does not open) rather than `not_enrolled`. No Argon2id, no attempt spent.
+    // An enrolled vault opens through KMS again: loading it answers `utk_invalid` (the probe's
+    // UTK was never minted) rather than `not_enrolled`. No Argon2id, no attempt spent.
     for (user, setup) in enrolled {
         let exists = match user.load_locked().await.code().as_str() {
-            "decryption_failed" => true,
+            "utk_invalid" => true,
             "not_enrolled" => false,
             other => panic!("{}: loading the vault answered {other}", user.owner),
         };

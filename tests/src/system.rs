@@ -38,6 +38,10 @@ pub struct SystemOptions {
     /// A second host with its own nats-server (so a test can address each host), still sharing
     /// the first host's KMS and, with `storage_root`, its bucket.
     pub separate_nats: bool,
+    /// A vault enclave that serves v2 only (no `--accept-v1-envelopes`, the production default);
+    /// by default the harness's vault enclaves also serve v1, as `scripts/dev` does, because most
+    /// end-to-end tests drive the deployed apps' v1 shapes.
+    pub v2_only: bool,
 }
 
 /// A running system. Everything is killed when it is dropped.
@@ -50,7 +54,7 @@ pub struct System {
     /// The local KMS this system started (the first host of a pair).
     pub kms: Option<LocalKms>,
     kms_endpoint: Option<KmsEndpoint>,
-    opts: SystemOptions,
+    pub(crate) opts: SystemOptions,
 }
 
 impl System {
@@ -161,6 +165,9 @@ impl System {
             .args(&self.opts.enclave_args);
         if let Some(k) = &self.kms_endpoint {
             cmd.args(k.enclave_args(&self.kms_tunnel()));
+            if !self.opts.v2_only {
+                cmd.arg("--accept-v1-envelopes");
+            }
         }
         let started = Instant::now();
         let _ = std::fs::remove_file(self.socket());

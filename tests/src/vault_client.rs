@@ -202,8 +202,9 @@ impl VaultUser {
     }
 
     /// Brings a cold vault into the enclave's memory, locked: KMS `Decrypt` of its material but
-    /// no Argon2id and no attempt counted (a `pin.unlock` whose envelope does not open answers
-    /// `decryption_failed` after the vault was loaded). What a vault looks like after idle lock.
+    /// no Argon2id and no attempt counted (a `pin.unlock` with a UTK the vault never had answers
+    /// `utk_invalid` after the vault was loaded, `not_enrolled` when there is none). What a vault
+    /// looks like after idle lock.
     pub async fn load_locked(&self) -> Answer {
         let payload = json!({"utk_id": "utk-none", "encrypted_payload": B64.encode([0u8; 80])});
         self.call("pin", "pin.unlock", payload).await
@@ -364,6 +365,9 @@ pub fn restart_enclave_with(sys: &mut System, extra: &[&str]) {
         .arg(sys.dir.path())
         .args(extra)
         .args(kms.enclave_args(&sys.kms_tunnel()));
+    if !sys.opts.v2_only {
+        cmd.arg("--accept-v1-envelopes");
+    }
     let child = Child::spawn("vettid-enclave", cmd, &sys.dir.path().join("enclave.log"));
     sys.enclave = Some(child);
     let deadline = Instant::now() + Duration::from_secs(10);

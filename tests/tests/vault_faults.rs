@@ -268,7 +268,7 @@ async fn a_correct_unlock_cut_off_by_the_deadline_does_not_count_as_a_failure() 
     vettid_tests::vault_client::restart_parent_with_timeout(&mut sys, Duration::from_millis(1500));
     users[0].wait_answering(LIMIT).await;
     for u in users.iter() {
-        assert_eq!(u.load_locked().await.code(), "decryption_failed");
+        assert_eq!(u.load_locked().await.code(), "utk_invalid");
     }
     let answers = futures::future::join_all(users.iter_mut().map(|u| u.unlock())).await;
     let codes: Vec<String> = answers.iter().map(Answer::code).collect();

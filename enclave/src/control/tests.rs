@@ -257,8 +257,8 @@ fn live(command: &str, id: &str, target: Value) -> Vec<u8> {
 async fn reset_clears_the_users_keys_and_drain_refuses_vault_work() {
     let p = processor();
     let keys = &p.state().keys;
-    keys.generate(Some("u1")).unwrap();
-    keys.generate(Some("u2")).unwrap();
+    keys.generate("u1").unwrap();
+    keys.generate("u2").unwrap();
     let (v, published) = send(
         &p,
         "Control.user.u1.vault.reset",

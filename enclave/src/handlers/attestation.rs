@@ -1,8 +1,11 @@
 //! `enclave.attestation.request` (Lambda) and `OwnerSpace.{guid}.forVault.attestation` (app).
 //!
 //! Each request gets a fresh NSM document whose `nonce` is the caller's nonce and whose
-//! `public_key` is a fresh X25519 key; the private half stays in [`crate::keys::KeyStore`] for the
-//! vault (at most the TTL, single use). The reply carries both the names the operations runbook
+//! `public_key` is a fresh X25519 key; for an app the private half stays in
+//! [`crate::keys::KeyStore`] for the vault (at most the TTL, single use). The document's
+//! `user_data` names the owner space and the protocol version ([`user_data`]), so an app can tell
+//! that the key it is about to encrypt its PIN to was minted for its own vault and not for a GUID
+//! the host redirected it to. The reply carries both the names the operations runbook
 //! expects (`attestation_document`, `enclave_public_key`, `nonce`) and the VettID v1 names apps
 //! and Lambdas read today (`attestation`, `public_key`; `timestamp`/`event_id` are added by
 //! [`crate::reply`]).
@@ -40,6 +43,17 @@ pub fn nonce(request: &Map<String, Value>) -> Result<Vec<u8>, ClientError> {
     }
 }
 
+/// Prefix of every document's `user_data`: the protocol version this enclave speaks.
+pub const USER_DATA_PREFIX: &[u8] = b"vettid.attest.v2:";
+
+/// The `user_data` bound into the document: [`USER_DATA_PREFIX`] followed by the owner-space GUID
+/// (UTF-8), or by nothing for the Lambda path. An app compares it byte for byte.
+pub fn user_data(owner: Option<&str>) -> Vec<u8> {
+    let mut out = USER_DATA_PREFIX.to_vec();
+    out.extend_from_slice(owner.unwrap_or("").as_bytes());
+    out
+}
+
 /// Produces the attestation reply object.
 ///
 /// # Errors
@@ -51,17 +65,19 @@ pub async fn handle(
     request: &Map<String, Value>,
 ) -> Result<Map<String, Value>, ClientError> {
     let nonce = nonce(request)?;
-    let public_key = state
-        .keys
-        .generate(owner.map(OwnerSpace::as_str))
-        .map_err(|e| match e {
-            KeyError::Full => ClientError::Busy,
-            KeyError::Generate => ClientError::AttestationFailed,
-        })?;
+    let owner = owner.map(OwnerSpace::as_str);
+    let public_key = match owner {
+        Some(owner) => state.keys.generate(owner),
+        None => state.keys.throwaway_public(),
+    }
+    .map_err(|e| match e {
+        KeyError::Full => ClientError::Busy,
+        KeyError::Generate => ClientError::AttestationFailed,
+    })?;
     let req = AttestationRequest {
         nonce: Some(nonce.clone()),
         public_key: Some(public_key.to_vec()),
-        user_data: None,
+        user_data: Some(user_data(owner)),
     };
     let nsm = state.nsm.clone();
     let document = tokio::task::spawn_blocking(move || nsm.attest(&req))

@@ -35,6 +35,11 @@ pub struct VaultArgs {
     /// Timeout of each storage call through the parent, seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub storage_timeout_secs: u64,
+    /// Also serve the v1 request shapes deployed apps send (v1 PIN envelopes, UTK envelopes not
+    /// bound to their operation, unauthenticated replies). Off by default: v2 only. With it on,
+    /// a PIN request's UTK is still checked first and a used v1 envelope is refused.
+    #[arg(long, alias = "accept-v1-pin-envelopes")]
+    pub accept_v1_envelopes: bool,
 }
 
 impl VaultArgs {
@@ -64,6 +69,7 @@ impl VaultArgs {
                 backoff_cap: Duration::from_secs(self.pin_backoff_cap_secs),
             },
             storage_timeout: Duration::from_secs(self.storage_timeout_secs),
+            accept_v1: self.accept_v1_envelopes,
             ..VaultConfig::default()
         })
     }

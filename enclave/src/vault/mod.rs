@@ -104,6 +104,9 @@ pub struct VaultConfig {
     pub utk_max_age: Duration,
     /// Most secrets per vault.
     pub max_secrets: usize,
+    /// Whether v1 request shapes are served (`--accept-v1-envelopes`): deployed v1 apps need
+    /// them, but their PIN envelope has no freshness and their replies are not authenticated.
+    pub accept_v1: bool,
 }
 
 impl Default for VaultConfig {
@@ -119,6 +122,7 @@ impl Default for VaultConfig {
             max_utks: 16,
             utk_max_age: Duration::from_secs(30 * 24 * 3600),
             max_secrets: 1000,
+            accept_v1: false,
         }
     }
 }
@@ -475,6 +479,22 @@ impl Vaults {
             state: sealed_state,
         };
         let bytes = stored.to_bytes().map_err(record_error)?;
+        // Never write what the next load would refuse (that would be data loss after a
+        // restart): a growing state must leave room for the meta-only writes after it.
+        let limit = if state.is_some() {
+            record::MAX_COMMIT_LEN
+        } else {
+            record::MAX_OBJECT_LEN
+        };
+        if bytes.len() > limit {
+            tracing::warn!(
+                vault,
+                len = bytes.len(),
+                limit,
+                "vault full; change refused"
+            );
+            return Err(ClientError::VaultFull);
+        }
         match self.store.put(vault, bytes, Some(&loaded.etag)).await {
             Ok(etag) => {
                 self.record_seen(vault, version);
@@ -538,6 +558,9 @@ impl Vaults {
             state: record::seal_state(&dek, vault, 1, &state).map_err(record_error)?,
         };
         let bytes = stored.to_bytes().map_err(record_error)?;
+        if bytes.len() > record::MAX_COMMIT_LEN {
+            return Err(ClientError::VaultFull);
+        }
         match self.store.put(vault, bytes, None).await {
             Ok(etag) => {
                 self.record_seen(vault, 1);

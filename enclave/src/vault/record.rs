@@ -33,8 +33,12 @@ pub const FORMAT: u8 = 2;
 pub const OBJECT_NAME: &str = "vault.v2";
 /// Label of the meta key derivation.
 const META_KEY_LABEL: &[u8] = b"vettid-vault-meta-key-v1";
-/// Largest stored object accepted (a vault with many secrets stays far below).
+/// Largest stored object accepted on load. Commits are held below it ([`MAX_COMMIT_LEN`]), so
+/// a vault can never be written that its next load would refuse.
 pub const MAX_OBJECT_LEN: usize = 4 * 1024 * 1024;
+/// Largest object a commit that changes the state may write: below [`MAX_OBJECT_LEN`] by room for
+/// the meta-only writes that must always succeed (a counted PIN attempt, a UTK spent).
+pub const MAX_COMMIT_LEN: usize = MAX_OBJECT_LEN - 64 * 1024;
 
 /// The object key for `vault`.
 pub fn object_key(vault: &str) -> String {
@@ -143,7 +147,25 @@ pub struct Meta {
     pub credential_delete_pending: bool,
     /// Enrolment time (Unix ms).
     pub enrolled_at_ms: u64,
+    /// Live UTKs, oldest first. A used UTK is removed (single use). They live here, not in
+    /// [`State`], so a PIN request's UTK is checked (and a v2 PIN envelope, sealed to its UTK,
+    /// opened) before any PIN is counted or evaluated: a made-up or spent UTK id stops a request
+    /// before it can touch the counter. Same protection as the ECIES key beside them (M).
+    #[serde(default)]
+    pub utks: Vec<Utk>,
+    /// Ephemeral keys of the v1 PIN envelopes that unlocked this vault, newest last, at most
+    /// [`V1_SEEN_MAX`]: v1 envelopes do not name their UTK inside the ciphertext, so this is what
+    /// refuses a recorded correct unlock replayed under another live UTK id.
+    #[serde(default)]
+    pub v1_seen: std::collections::VecDeque<[u8; 32]>,
+    /// SHA-256 of the proof `credential.create` must present (given to the app inside the
+    /// sealed v2 reply of `pin.setup` or of a `pin.unlock` while no credential exists).
+    #[serde(default)]
+    pub create_proof: Option<[u8; 32]>,
 }
+
+/// Most v1 envelope keys remembered per vault (32 bytes each).
+pub const V1_SEEN_MAX: usize = 256;
 
 /// One UTK (the app encrypts a request payload to `public`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,8 +225,6 @@ pub struct Secret {
 pub struct State {
     /// Credential encryption key pair (the credential is sealed to its public half).
     pub cek: Option<KeyPair>,
-    /// Live UTKs, oldest first. A used UTK is removed (single use).
-    pub utks: Vec<Utk>,
     /// The credential, once created.
     pub credential: Option<Credential>,
     /// Secrets by id.
@@ -323,6 +343,9 @@ mod tests {
             state_version: 1,
             credential_delete_pending: false,
             enrolled_at_ms: 5,
+            utks: Vec::new(),
+            v1_seen: Default::default(),
+            create_proof: None,
         }
     }
 

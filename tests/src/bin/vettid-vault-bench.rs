@@ -111,7 +111,7 @@ async fn concurrent_unlocks(
     // KMS first, so the measured part is Argon2id and the writes.
     for u in users.iter() {
         let code = u.load_locked().await.code();
-        anyhow::ensure!(code == "decryption_failed", "loading {}: {code}", u.owner);
+        anyhow::ensure!(code == "utk_invalid", "loading {}: {code}", u.owner);
     }
     let pid = sys.enclave.as_ref().map(|c| c.pid()).unwrap_or(0);
     let (_, base_kib) = memory_kib(pid).ok_or_else(|| anyhow::anyhow!("no /proc/{pid}"))?;

@@ -4,13 +4,30 @@ use serde_json::{json, Map, Value};
 
 use super::*;
 
+/// Constant-time equality of two hashes.
+fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
 impl Ctx<'_> {
     pub(super) async fn credential_create(&self, body: &Map<String, Value>) -> Reply {
-        let (mut slot, mut state, dek) = self.unlocked().await?;
+        let (mut slot, mut meta, mut state, dek) = self.unlocked().await?;
         if state.credential.is_some() {
             return Err(ClientError::CredentialExists);
         }
-        let plain = self.open_utk(&mut state, body)?;
+        let plain = self.open_utk(&mut meta, body)?;
+        // Who may create the credential: UTK public keys travel in v1 replies, so a UTK alone
+        // proves nothing. A v2 request carries the proof that only the sealed reply of this
+        // vault's `pin.setup` (or of a `pin.unlock` while no credential exists) revealed.
+        if is_v2(body) {
+            let proof = payload::base64(&plain, "create_proof")
+                .map_err(|_| ClientError::CreateProofRequired)?;
+            let expected = meta.create_proof.ok_or(ClientError::CreateProofRequired)?;
+            if !same_hash(&proof_hash(&proof), &expected) {
+                return Err(ClientError::CreateProofRequired);
+            }
+            meta.create_proof = None;
+        }
         let hash = PhcHash::parse(payload::string(&plain, "password_hash")?)
             .map_err(|_| ClientError::InvalidPasswordHash)?;
         let mut seed = [0u8; 32];
@@ -35,8 +52,8 @@ impl Ctx<'_> {
         };
         let encrypted = Self::credential_to_cek(&state, &credential)?;
         state.credential = Some(credential);
-        let new_utks = self.add_utks(&mut state, UTKS_AFTER_CHANGE)?;
-        self.save(&mut slot, state, dek).await?;
+        let new_utks = self.add_utks(&mut meta, UTKS_AFTER_CHANGE)?;
+        self.save(&mut slot, meta, state, dek).await?;
         tracing::info!(vault = self.owner, "credential created");
         Ok(object(json!({
             "status": "created",
@@ -46,8 +63,8 @@ impl Ctx<'_> {
     }
 
     pub(super) async fn password_change(&self, body: &Map<String, Value>) -> Reply {
-        let (mut slot, mut state, dek) = self.unlocked().await?;
-        let plain = self.open_utk(&mut state, body)?;
+        let (mut slot, mut meta, mut state, dek) = self.unlocked().await?;
+        let plain = self.open_utk(&mut meta, body)?;
         let old = payload::string(&plain, "old_password_hash")?;
         let new = PhcHash::parse(payload::string(&plain, "new_password_hash")?)
             .map_err(|_| ClientError::InvalidPasswordHash)?;
@@ -61,8 +78,8 @@ impl Ctx<'_> {
         credential.version += 1;
         let credential = credential.clone();
         let encrypted = Self::credential_to_cek(&state, &credential)?;
-        let new_utks = self.add_utks(&mut state, UTKS_AFTER_CHANGE)?;
-        self.save(&mut slot, state, dek).await?;
+        let new_utks = self.add_utks(&mut meta, UTKS_AFTER_CHANGE)?;
+        self.save(&mut slot, meta, state, dek).await?;
         Ok(object(json!({
             "status": "password_changed",
             "encrypted_credential": encrypted,
@@ -70,8 +87,9 @@ impl Ctx<'_> {
         })))
     }
 
-    pub(super) async fn credential_get(&self) -> Reply {
-        let (_slot, state, _dek) = self.unlocked().await?;
+    pub(super) async fn credential_get(&self, body: &Map<String, Value>) -> Reply {
+        let (_slot, meta, state, _dek) = self.unlocked().await?;
+        self.open_read(&meta, body)?;
         let credential = state.credential.as_ref().ok_or(ClientError::NoCredential)?;
         Ok(object(json!({
             "status": "ok",
@@ -80,8 +98,9 @@ impl Ctx<'_> {
         })))
     }
 
-    pub(super) async fn credential_version(&self) -> Reply {
-        let (_slot, state, _dek) = self.unlocked().await?;
+    pub(super) async fn credential_version(&self, body: &Map<String, Value>) -> Reply {
+        let (_slot, meta, state, _dek) = self.unlocked().await?;
+        self.open_read(&meta, body)?;
         let credential = state.credential.as_ref().ok_or(ClientError::NoCredential)?;
         Ok(object(json!({
             "status": "ok",
@@ -91,8 +110,8 @@ impl Ctx<'_> {
     }
 
     pub(super) async fn credential_delete(&self, body: &Map<String, Value>) -> Reply {
-        let (mut slot, mut state, dek) = self.unlocked().await?;
-        let plain = self.open_utk(&mut state, body)?;
+        let (mut slot, mut meta, mut state, dek) = self.unlocked().await?;
+        let plain = self.open_utk(&mut meta, body)?;
         let credential = state.credential.as_ref().ok_or(ClientError::NoCredential)?;
         let stored =
             PhcHash::parse(&credential.password_hash).map_err(|_| ClientError::CorruptVault)?;
@@ -100,9 +119,17 @@ impl Ctx<'_> {
             return Err(ClientError::PasswordMismatch);
         }
         state.credential = None;
-        let new_utks = self.add_utks(&mut state, UTKS_AFTER_USE)?;
-        self.save(&mut slot, state, dek).await?;
+        let new_utks = self.add_utks(&mut meta, UTKS_AFTER_USE)?;
+        // The user deleted it themselves: they may create the next one (the proof reaches only a
+        // v2 app, inside its sealed reply).
+        let (proof, hash) = new_create_proof()?;
+        meta.create_proof = Some(hash);
+        self.save(&mut slot, meta, state, dek).await?;
         tracing::info!(vault = self.owner, "credential deleted");
-        Ok(object(json!({"status": "deleted", "new_utks": new_utks})))
+        let mut reply = object(json!({"status": "deleted", "new_utks": new_utks}));
+        if is_v2(body) {
+            reply.insert("create_proof".into(), b64(&proof).into());
+        }
+        Ok(reply)
     }
 }

@@ -2,6 +2,13 @@
 //!
 //! Every mutating operation works on a copy of the vault's state and commits it with one
 //! conditional write before answering; the in-memory vault only changes once storage said yes.
+//!
+//! Two request shapes (docs/VAULT.md): v1 as deployed apps send it, accepted only with
+//! `--accept-v1-envelopes`, and the v2 envelope (`"v": 2`), bound to the operation, the owner and
+//! the key it is sealed to, whose reply is sealed under a key only the requesting app holds
+//! ([`vettid_vault_crypto::v2`]). A v2 request's reply, success or error, is
+//! `{"v": 2, "sealed_reply": …}`; an error before the envelope opened is a plain (unauthenticated)
+//! error, which a v2 app treats as "failed, told nothing".
 
 use aws_lc_rs::agreement::{PrivateKey, X25519};
 use serde_json::{json, Map, Value};
@@ -15,6 +22,7 @@ use crate::reply::{Body, ClientError};
 use crate::router::OwnerSpace;
 use crate::sealing::{SealContext, SealError, Sealer};
 use crate::state::EnclaveState;
+use vettid_vault_crypto::v2;
 
 /// UTKs minted at enrolment.
 const UTKS_AT_SETUP: usize = 5;
@@ -65,13 +73,16 @@ pub async fn dispatch(
         .sealer
         .as_deref()
         .ok_or(ClientError::Kms(SealError::NotConfigured))?;
+    let canonical = canonical_op(op, request).ok_or(ClientError::UnknownPinOp)?;
     let ctx = Ctx {
         state,
         vaults: &state.vaults,
         sealer,
         owner: owner.as_str(),
+        op: canonical,
+        reply_key: std::sync::Mutex::new(None),
     };
-    let mut result = ctx.run(op, request).await;
+    let mut result = ctx.run(request).await;
     // An unknown UTK may be one another host minted after this enclave cached the vault (two
     // hosts behind one queue group): if the stored object moved on, reload and try once more.
     // Nothing was changed by the first try (a UTK that does not open stops an operation before
@@ -81,10 +92,49 @@ pub async fn dispatch(
     if matches!(result, Err(ClientError::UtkInvalid))
         && state.vaults.refresh_if_stale(owner.as_str()).await?
     {
-        result = ctx.run(op, request).await;
+        ctx.take_reply_key();
+        result = ctx.run(request).await;
     }
     state.vaults.evict_over_budget(owner.as_str());
-    result.map(Body::Object)
+    match ctx.take_reply_key() {
+        // A v2 request whose envelope opened: the answer, whatever it is, only for the app.
+        Some(key) => {
+            let inner = match result {
+                Ok(map) => map,
+                Err(e) => crate::reply::error_body(e),
+            };
+            let bytes = zeroize::Zeroizing::new(
+                serde_json::to_vec(&Value::Object(inner)).map_err(|_| ClientError::Internal)?,
+            );
+            let sealed = key.seal(&bytes).map_err(|_| ClientError::Internal)?;
+            Ok(Body::Object(object(
+                json!({"v": 2, "sealed_reply": b64(&sealed)}),
+            )))
+        }
+        None => result.map(Body::Object),
+    }
+}
+
+/// The operation's canonical name (what a v2 envelope is bound to): the subject token, with the
+/// v1 `pin` family resolved by its `type`.
+fn canonical_op(op: &str, request: &Map<String, Value>) -> Option<&'static str> {
+    Some(match op {
+        "pin" => match request.get("type").and_then(Value::as_str) {
+            Some("pin.setup") => "pin.setup",
+            Some("pin.unlock") => "pin.unlock",
+            Some("pin.change") => "pin.change",
+            _ => return None,
+        },
+        "pin-setup" => "pin.setup",
+        "pin-unlock" => "pin.unlock",
+        "pin-change" => "pin.change",
+        other => OPS.iter().copied().find(|o| *o == other)?,
+    })
+}
+
+/// Whether a request body is the v2 envelope (`"v": 2`).
+pub(super) fn is_v2(body: &Map<String, Value>) -> bool {
+    body.get("v").and_then(Value::as_u64) == Some(2)
 }
 
 pub(super) struct Ctx<'a> {
@@ -92,6 +142,10 @@ pub(super) struct Ctx<'a> {
     pub(super) vaults: &'a Vaults,
     pub(super) sealer: &'a dyn Sealer,
     pub(super) owner: &'a str,
+    /// The canonical operation name.
+    pub(super) op: &'static str,
+    /// Set once a v2 envelope opened: the reply is sealed under it.
+    reply_key: std::sync::Mutex<Option<v2::ReplyKey>>,
 }
 
 pub(super) type Reply = Result<Map<String, Value>, ClientError>;
@@ -143,6 +197,20 @@ pub(super) fn utk_json(u: &Utk) -> Value {
     json!({"id": u.id, "public_key": b64(&u.key.public)})
 }
 
+/// A fresh create proof: the secret goes to the app (inside a sealed v2 reply only), its SHA-256
+/// into meta.
+pub(super) fn new_create_proof() -> Result<([u8; 32], [u8; 32]), ClientError> {
+    let mut proof = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut proof).map_err(|_| ClientError::Internal)?;
+    Ok((proof, proof_hash(&proof)))
+}
+
+pub(super) fn proof_hash(proof: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, proof).as_ref());
+    out
+}
+
 mod admin;
 mod credential;
 mod pin;
@@ -151,32 +219,88 @@ mod secrets;
 pub use admin::VaultAdminImpl;
 
 impl Ctx<'_> {
-    /// Runs `op` (one of [`OPS`]) once.
-    async fn run(&self, op: &str, request: &Map<String, Value>) -> Reply {
+    /// Runs the operation once.
+    async fn run(&self, request: &Map<String, Value>) -> Reply {
         let body = payload::body(request);
-        match op {
-            "pin" => match request.get("type").and_then(Value::as_str) {
-                Some("pin.setup") => self.pin_setup(body).await,
-                Some("pin.unlock") => self.pin_unlock(body).await,
-                Some("pin.change") => self.pin_change(body).await,
-                _ => Err(ClientError::UnknownPinOp),
-            },
-            "pin-setup" => self.pin_setup(body).await,
-            "pin-unlock" => self.pin_unlock(body).await,
-            "pin-change" => self.pin_change(body).await,
+        match self.op {
+            "pin.setup" => self.pin_setup(body).await,
+            "pin.unlock" => self.pin_unlock(body).await,
+            "pin.change" => self.pin_change(body).await,
             "credential.create" => self.credential_create(body).await,
             "credential.password-change" => self.password_change(body).await,
-            "credential.get" => self.credential_get().await,
-            "credential.version" => self.credential_version().await,
+            "credential.get" => self.credential_get(body).await,
+            "credential.version" => self.credential_version(body).await,
             "credential.delete" => self.credential_delete(body).await,
             "secrets.add" => self.secrets_add(body).await,
             "secrets.update" => self.secrets_update(body).await,
             "secrets.retrieve" => self.secrets_retrieve(body).await,
             "secrets.delete" => self.secrets_delete(body).await,
             "secrets.list" => self.secrets_list(body).await,
-            "secrets.identity" => self.secrets_identity().await,
-            "vault.save" => self.vault_save().await,
+            "secrets.identity" => self.secrets_identity(body).await,
+            "vault.save" => self.vault_save(body).await,
             _ => Err(ClientError::NotSupported),
+        }
+    }
+
+    /// Refuses a v1 request unless this enclave accepts them (`--accept-v1-envelopes`).
+    pub(super) fn v1_allowed(&self) -> Result<(), ClientError> {
+        if self.vaults.config().accept_v1 {
+            Ok(())
+        } else {
+            Err(ClientError::V1EnvelopeRefused)
+        }
+    }
+
+    /// Remembers the key a v2 reply must be sealed under.
+    pub(super) fn set_reply_key(&self, key: v2::ReplyKey) {
+        *self.reply_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+    }
+
+    fn take_reply_key(&self) -> Option<v2::ReplyKey> {
+        self.reply_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// The binding of a v2 envelope of this operation sealed to `key_ref`.
+    pub(super) fn binding<'k>(&'k self, key_ref: &'k str) -> v2::Binding<'k> {
+        v2::Binding {
+            op: self.op,
+            owner: self.owner,
+            key_ref,
+        }
+    }
+
+    /// Opens a v2 envelope (`sealed`) to `private`/`public`; on success the reply will be sealed.
+    pub(super) fn open_v2(
+        &self,
+        private: &PrivateKey,
+        public: &[u8; 32],
+        key_ref: &str,
+        body: &Map<String, Value>,
+    ) -> Reply {
+        let sealed = payload::base64(body, "sealed")?;
+        let opened = v2::open(private, public, &self.binding(key_ref), &sealed)
+            .map_err(|_| ClientError::DecryptionFailed)?;
+        let plain = payload::plaintext_object(&opened.plaintext)?;
+        self.set_reply_key(opened.reply_key);
+        Ok(plain)
+    }
+
+    /// A read (no UTK): v2 requests are sealed to the vault's own key so their reply is
+    /// authenticated; v1 reads carry nothing.
+    pub(super) fn open_read(
+        &self,
+        meta: &Meta,
+        body: &Map<String, Value>,
+    ) -> Result<(), ClientError> {
+        if is_v2(body) {
+            let key = x25519_private(&meta.ecies)?;
+            self.open_v2(&key, &meta.ecies.public, v2::KEY_REF_VAULT, body)
+                .map(drop)
+        } else {
+            self.v1_allowed()
         }
     }
 
@@ -184,12 +308,11 @@ impl Ctx<'_> {
         self.vaults.config().pin
     }
 
-    /// Mints `n` UTKs into `state`, prunes old and surplus ones, returns the new ones as JSON.
-    pub(super) fn add_utks(&self, state: &mut State, n: usize) -> Result<Vec<Value>, ClientError> {
+    /// Mints `n` UTKs into `meta`, prunes old and surplus ones, returns the new ones as JSON.
+    pub(super) fn add_utks(&self, meta: &mut Meta, n: usize) -> Result<Vec<Value>, ClientError> {
         let now = now_ms();
         let max_age = self.vaults.config().utk_max_age.as_millis() as u64;
-        state
-            .utks
+        meta.utks
             .retain(|u| now.saturating_sub(u.created_at_ms) <= max_age);
         let mut fresh = Vec::with_capacity(n);
         for _ in 0..n {
@@ -199,30 +322,46 @@ impl Ctx<'_> {
                 created_at_ms: now,
             };
             fresh.push(utk_json(&utk));
-            state.utks.push(utk);
+            meta.utks.push(utk);
         }
         let max = self.vaults.config().max_utks.max(n);
-        if state.utks.len() > max {
-            let surplus = state.utks.len() - max;
-            state.utks.drain(..surplus);
+        if meta.utks.len() > max {
+            let surplus = meta.utks.len() - max;
+            meta.utks.drain(..surplus);
         }
         Ok(fresh)
     }
 
-    /// Opens a UTK envelope `{utk_id, encrypted_payload}` and removes the UTK from `state`.
-    pub(super) fn open_utk(&self, state: &mut State, body: &Map<String, Value>) -> Reply {
-        let id = payload::string(body, "utk_id")?;
-        let envelope = payload::base64(body, "encrypted_payload")?;
-        let index = state
-            .utks
+    /// The index of live UTK `id` in `meta` (unknown, spent or too old: `utk_invalid`).
+    pub(super) fn find_utk(&self, meta: &Meta, id: &str) -> Result<usize, ClientError> {
+        let now = now_ms();
+        let max_age = self.vaults.config().utk_max_age.as_millis() as u64;
+        meta.utks
             .iter()
-            .position(|u| u.id == id)
-            .ok_or(ClientError::UtkInvalid)?;
-        let key = x25519_private(&state.utks[index].key)?;
-        let plain = domain::open(Domain::Utk, &key, &envelope)
-            .map_err(|_| ClientError::DecryptionFailed)?;
-        state.utks.remove(index);
-        payload::plaintext_object(&plain)
+            .position(|u| u.id == id && now.saturating_sub(u.created_at_ms) <= max_age)
+            .ok_or(ClientError::UtkInvalid)
+    }
+
+    /// Opens a UTK request — v2 `{v:2, utk_id, sealed}` or v1 `{utk_id, encrypted_payload}` —
+    /// and removes the UTK from `meta` (spent once the caller commits).
+    pub(super) fn open_utk(&self, meta: &mut Meta, body: &Map<String, Value>) -> Reply {
+        let v2 = is_v2(body);
+        if !v2 {
+            self.v1_allowed()?;
+        }
+        let id = payload::string(body, "utk_id")?;
+        let index = self.find_utk(meta, id)?;
+        let key = x25519_private(&meta.utks[index].key)?;
+        let plain = if v2 {
+            self.open_v2(&key, &meta.utks[index].key.public, id, body)?
+        } else {
+            let envelope = payload::base64(body, "encrypted_payload")?;
+            let plain = domain::open(Domain::Utk, &key, &envelope)
+                .map_err(|_| ClientError::DecryptionFailed)?;
+            payload::plaintext_object(&plain)?
+        };
+        meta.utks.remove(index);
+        Ok(plain)
     }
 
     /// The v1 credential JSON (what `encrypted_credential` decrypts to).
@@ -271,10 +410,10 @@ impl Ctx<'_> {
         x25519_private(&slot.vault.as_ref().ok_or(ClientError::Internal)?.meta.ecies)
     }
 
-    /// Locks the slot and returns it with a copy of the unlocked state and the DEK.
+    /// Locks the slot and returns it with copies of the meta, the unlocked state and the DEK.
     pub(super) async fn unlocked(
         &self,
-    ) -> Result<(tokio::sync::OwnedMutexGuard<Slot>, State, Dek), ClientError> {
+    ) -> Result<(tokio::sync::OwnedMutexGuard<Slot>, Meta, State, Dek), ClientError> {
         let mut slot = self.vaults.slot_in_time(self.owner).await?;
         if slot.vault.is_none() && slot.retained.is_none() {
             return Err(if self.vaults.exists(self.owner).await? {
@@ -284,19 +423,20 @@ impl Ctx<'_> {
             });
         }
         let loaded = self.vaults.load(self.sealer, self.owner, &mut slot).await?;
+        let meta = loaded.meta.clone();
         let unlocked = loaded.unlocked.as_mut().ok_or(ClientError::VaultLocked)?;
         unlocked.last_activity = std::time::Instant::now();
         let (state, dek) = (unlocked.state.clone(), dek_copy(&unlocked.dek));
-        Ok((slot, state, dek))
+        Ok((slot, meta, state, dek))
     }
 
     pub(super) async fn save(
         &self,
         slot: &mut Slot,
+        meta: Meta,
         state: State,
         dek: Dek,
     ) -> Result<(), ClientError> {
-        let meta = Self::meta(slot)?;
         self.vaults
             .commit(self.owner, slot, meta, Some((dek, state)))
             .await

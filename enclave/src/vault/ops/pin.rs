@@ -66,20 +66,33 @@ impl Ctx<'_> {
     }
 
     pub(super) async fn pin_setup(&self, body: &Map<String, Value>) -> Reply {
-        let encrypted_pin = payload::string(body, "encrypted_pin")?;
-        let ephemeral = payload::string(body, "ephemeral_public_key")?;
-        let nonce = payload::string(body, "nonce")?;
-        let plain = self
-            .state
-            .keys
-            .take_opening(self.owner, |key| {
-                legacy_ecies::open_fields(key, encrypted_pin, ephemeral, nonce).ok()
-            })
-            .map_err(|e| match e {
-                TakeError::NoKey => ClientError::AttestationKeyRequired,
-                TakeError::NoneOpened => ClientError::DecryptionFailed,
-            })?;
-        let plain = payload::plaintext_object(&plain)?;
+        let plain = if is_v2(body) {
+            // v2: the app names the attestation key it sealed to (one lookup, no trial
+            // decryption) and the envelope is bound to this owner and this operation.
+            let public = payload::key32(body, "attestation_key")?;
+            let key = self
+                .state
+                .keys
+                .take(&public, self.owner)
+                .ok_or(ClientError::AttestationKeyRequired)?;
+            self.open_v2(&key, &public, v2::KEY_REF_ATTESTATION, body)?
+        } else {
+            self.v1_allowed()?;
+            let encrypted_pin = payload::string(body, "encrypted_pin")?;
+            let ephemeral = payload::string(body, "ephemeral_public_key")?;
+            let nonce = payload::string(body, "nonce")?;
+            let plain = self
+                .state
+                .keys
+                .take_opening(self.owner, |key| {
+                    legacy_ecies::open_fields(key, encrypted_pin, ephemeral, nonce).ok()
+                })
+                .map_err(|e| match e {
+                    TakeError::NoKey => ClientError::AttestationKeyRequired,
+                    TakeError::NoneOpened => ClientError::DecryptionFailed,
+                })?;
+            payload::plaintext_object(&plain)?
+        };
         let pin =
             Pin::parse(payload::string(&plain, "pin").map_err(|_| ClientError::InvalidPinFormat)?)
                 .map_err(|_| ClientError::InvalidPinFormat)?;
@@ -108,7 +121,8 @@ impl Ctx<'_> {
             ClientError::Kms(e)
         })?;
         let dek = self.vaults.derive_dek(pin, &material, self.owner).await?;
-        let meta = Meta {
+        let (proof, proof_hash) = new_create_proof()?;
+        let mut meta = Meta {
             ecies: x25519_pair()?,
             verifier: *PinVerifier::derive(&dek).as_bytes(),
             failed_attempts: 0,
@@ -116,13 +130,16 @@ impl Ctx<'_> {
             state_version: 1,
             credential_delete_pending: false,
             enrolled_at_ms: now_ms(),
+            utks: Vec::new(),
+            v1_seen: Default::default(),
+            create_proof: Some(proof_hash),
         };
-        let mut state = State {
+        let state = State {
             cek: Some(x25519_pair()?),
             profile,
             ..State::default()
         };
-        let utks = self.add_utks(&mut state, UTKS_AT_SETUP)?;
+        let utks = self.add_utks(&mut meta, UTKS_AT_SETUP)?;
         let ecies_public = b64(&meta.ecies.public);
         self.vaults
             .create(
@@ -138,79 +155,121 @@ impl Ctx<'_> {
             )
             .await?;
         tracing::info!(vault = self.owner, "vault enrolled");
-        Ok(object(json!({
+        let mut reply = object(json!({
             "status": "vault_ready",
             "utks": utks,
             "ecies_public_key": ecies_public,
-        })))
+        }));
+        if is_v2(body) {
+            // Revealed only inside the sealed reply: what `credential.create` must present.
+            reply.insert("create_proof".into(), b64(&proof).into());
+        }
+        Ok(reply)
     }
 
-    /// The common start of `pin.unlock` and `pin.change`: `{utk_id, encrypted_payload}`, the
-    /// payload sealed (legacy ECIES) to the vault's key. Returns the locked slot, the UTK id and
-    /// the decrypted JSON object.
-    async fn open_pin_request(
-        &self,
-        body: &Map<String, Value>,
-    ) -> Result<
-        (
-            tokio::sync::OwnedMutexGuard<Slot>,
-            String,
-            Map<String, Value>,
-        ),
-        ClientError,
-    > {
+    /// The common start of `pin.unlock` and `pin.change`. The UTK is checked first, before the
+    /// envelope is opened and long before any PIN is counted: a made-up, spent or expired UTK
+    /// id stops the request with nothing counted and nothing evaluated, so it can neither
+    /// refund guesses nor tell a right PIN from a wrong one.
+    ///
+    /// - v2 `{v:2, utk_id, sealed}`: sealed to the UTK itself, bound to this operation and owner.
+    /// - v1 `{utk_id, encrypted_payload}` (with `--accept-v1-envelopes`): legacy ECIES to the
+    ///   vault's key; the UTK id is outside the ciphertext, so an envelope that already unlocked
+    ///   the vault is refused by its ephemeral key ([`Meta::v1_seen`]).
+    async fn open_pin_request(&self, body: &Map<String, Value>) -> Result<PinRequest, ClientError> {
+        let v2 = is_v2(body);
+        if !v2 {
+            self.v1_allowed()?;
+        }
         let utk_id = payload::string(body, "utk_id")?.to_owned();
-        let envelope = payload::base64(body, "encrypted_payload")?;
         let mut slot = self.vaults.slot_in_time(self.owner).await?;
         self.vaults.load(self.sealer, self.owner, &mut slot).await?;
-        let plain = legacy_ecies::open(&Self::ecies_key(&slot)?, &envelope)
-            .map_err(|_| ClientError::DecryptionFailed)?;
-        Ok((slot, utk_id, payload::plaintext_object(&plain)?))
+        let meta = Self::meta(&slot)?;
+        let index = self.find_utk(&meta, &utk_id)?;
+        let (plain, v1_key) = if v2 {
+            let utk = &meta.utks[index].key;
+            let plain = self.open_v2(&x25519_private(utk)?, &utk.public, &utk_id, body)?;
+            (plain, None)
+        } else {
+            let envelope = payload::base64(body, "encrypted_payload")?;
+            let ephemeral: [u8; 32] = envelope
+                .get(..32)
+                .and_then(|e| e.try_into().ok())
+                .ok_or(ClientError::DecryptionFailed)?;
+            if meta.v1_seen.contains(&ephemeral) {
+                tracing::warn!(vault = self.owner, "replayed v1 PIN envelope refused");
+                return Err(ClientError::ReplayedRequest);
+            }
+            let plain = legacy_ecies::open(&Self::ecies_key(&slot)?, &envelope)
+                .map_err(|_| ClientError::DecryptionFailed)?;
+            (payload::plaintext_object(&plain)?, Some(ephemeral))
+        };
+        Ok(PinRequest {
+            slot,
+            utk_id,
+            plain,
+            v1_key,
+        })
     }
 
-    /// Checks `pin` (counted first), then opens the state and spends `utk_id`. Returns the meta
-    /// with the counter cleared, the state and the DEK, for the caller to commit. A correct PIN
-    /// with a bad UTK clears the counter but unlocks nothing.
+    /// Checks `pin` (counted first). Only a correct PIN spends the request's UTK (and records a
+    /// v1 envelope as used) and clears the counter, in the same write as the rest of the
+    /// operation. Returns the meta, the state and the DEK, for the caller to commit.
     async fn verified(
         &self,
         slot: &mut Slot,
         pin: Pin,
         utk_id: &str,
+        v1_key: Option<[u8; 32]>,
     ) -> Result<(Meta, State, Dek), ClientError> {
         let dek = self.attempt_pin(slot, pin).await?;
         let mut meta = Self::meta(slot)?;
         meta.failed_attempts = 0;
         meta.backoff_until_ms = 0;
+        // Same vault lock since the check: the UTK is still there.
+        let index = self.find_utk(&meta, utk_id)?;
+        meta.utks.remove(index);
+        if let Some(key) = v1_key {
+            meta.v1_seen.push_back(key);
+            while meta.v1_seen.len() > crate::vault::record::V1_SEEN_MAX {
+                meta.v1_seen.pop_front();
+            }
+        }
         let mut state = self.current_state(slot, &dek)?;
         if meta.credential_delete_pending {
             state.credential = None;
             meta.credential_delete_pending = false;
         }
-        let Some(index) = state.utks.iter().position(|u| u.id == utk_id) else {
-            self.vaults.commit(self.owner, slot, meta, None).await?;
-            return Err(ClientError::UtkInvalid);
-        };
-        state.utks.remove(index);
         Ok((meta, state, dek))
     }
 
     /// Commits and builds the reply of an unlock or change: `status`, `new_utks` and, when a
-    /// credential exists, `encrypted_credential` under the (new) DEK.
+    /// credential exists, `encrypted_credential` under the (new) DEK. A v2 reply without a
+    /// credential carries a fresh create proof.
+    #[allow(clippy::too_many_arguments)]
     async fn finish_pin(
         &self,
         slot: &mut Slot,
-        meta: Meta,
-        mut state: State,
+        mut meta: Meta,
+        state: State,
         dek: Dek,
         status: &str,
         utks: usize,
+        v2: bool,
     ) -> Reply {
-        let new_utks = self.add_utks(&mut state, utks)?;
+        let new_utks = self.add_utks(&mut meta, utks)?;
         let credential = state
             .credential
             .as_ref()
             .map(|c| Self::credential_under_dek(&dek, c))
             .transpose()?;
+        let proof = if v2 && state.credential.is_none() {
+            let (proof, hash) = new_create_proof()?;
+            meta.create_proof = Some(hash);
+            Some(proof)
+        } else {
+            None
+        };
         self.vaults
             .commit(self.owner, slot, meta, Some((dek, state)))
             .await?;
@@ -219,23 +278,45 @@ impl Ctx<'_> {
         if let Some(c) = credential {
             reply.insert("encrypted_credential".into(), c.into());
         }
+        if let Some(p) = proof {
+            reply.insert("create_proof".into(), b64(&p).into());
+        }
         Ok(reply)
     }
 
     pub(super) async fn pin_unlock(&self, body: &Map<String, Value>) -> Reply {
-        let (mut slot, utk_id, plain) = self.open_pin_request(body).await?;
+        let PinRequest {
+            mut slot,
+            utk_id,
+            plain,
+            v1_key,
+        } = self.open_pin_request(body).await?;
         let pin = parse_pin(&plain, "pin")?;
         drop(plain);
-        let (meta, state, dek) = self.verified(&mut slot, pin, &utk_id).await?;
-        self.finish_pin(&mut slot, meta, state, dek, "unlocked", UTKS_AFTER_USE)
-            .await
+        let (meta, state, dek) = self.verified(&mut slot, pin, &utk_id, v1_key).await?;
+        self.finish_pin(
+            &mut slot,
+            meta,
+            state,
+            dek,
+            "unlocked",
+            UTKS_AFTER_USE,
+            is_v2(body),
+        )
+        .await
     }
 
     pub(super) async fn pin_change(&self, body: &Map<String, Value>) -> Reply {
-        let (mut slot, utk_id, plain) = self.open_pin_request(body).await?;
+        let PinRequest {
+            mut slot,
+            utk_id,
+            plain,
+            v1_key,
+        } = self.open_pin_request(body).await?;
         let (old_pin, new_pin) = (parse_pin(&plain, "old_pin")?, parse_pin(&plain, "new_pin")?);
         drop(plain);
-        let (mut meta, mut state, _old_dek) = self.verified(&mut slot, old_pin, &utk_id).await?;
+        let (mut meta, mut state, _old_dek) =
+            self.verified(&mut slot, old_pin, &utk_id, v1_key).await?;
         let material = &slot.vault.as_ref().ok_or(ClientError::Internal)?.material;
         let new_dek = self
             .vaults
@@ -253,9 +334,19 @@ impl Ctx<'_> {
             new_dek,
             "pin_changed",
             UTKS_AFTER_CHANGE,
+            is_v2(body),
         )
         .await
     }
+}
+
+/// An opened PIN request, with its vault locked.
+struct PinRequest {
+    slot: tokio::sync::OwnedMutexGuard<Slot>,
+    utk_id: String,
+    plain: Map<String, Value>,
+    /// The ephemeral key of a v1 envelope (recorded once it unlocks).
+    v1_key: Option<[u8; 32]>,
 }
 
 /// A PIN field of a decrypted payload.

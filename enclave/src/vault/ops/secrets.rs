@@ -29,8 +29,8 @@ impl Ctx<'_> {
     }
 
     pub(super) async fn secrets_add(&self, body: &Map<String, Value>) -> Reply {
-        let (mut slot, mut state, dek) = self.unlocked().await?;
-        let plain = self.open_utk(&mut state, body)?;
+        let (mut slot, mut meta, mut state, dek) = self.unlocked().await?;
+        let plain = self.open_utk(&mut meta, body)?;
         Self::authorize(&state, &plain)?;
         let SecretFields {
             name,
@@ -57,16 +57,16 @@ impl Ctx<'_> {
                 version: 1,
             },
         );
-        let new_utks = self.add_utks(&mut state, UTKS_AFTER_USE)?;
-        self.save(&mut slot, state, dek).await?;
+        let new_utks = self.add_utks(&mut meta, UTKS_AFTER_USE)?;
+        self.save(&mut slot, meta, state, dek).await?;
         Ok(object(
             json!({"status": "added", "id": id, "new_utks": new_utks}),
         ))
     }
 
     pub(super) async fn secrets_update(&self, body: &Map<String, Value>) -> Reply {
-        let (mut slot, mut state, dek) = self.unlocked().await?;
-        let plain = self.open_utk(&mut state, body)?;
+        let (mut slot, mut meta, mut state, dek) = self.unlocked().await?;
+        let plain = self.open_utk(&mut meta, body)?;
         Self::authorize(&state, &plain)?;
         let id = payload::string(&plain, "id")?.to_owned();
         let SecretFields {
@@ -90,8 +90,8 @@ impl Ctx<'_> {
         secret.updated_at_ms = now_ms();
         secret.version += 1;
         let version = secret.version;
-        let new_utks = self.add_utks(&mut state, UTKS_AFTER_USE)?;
-        self.save(&mut slot, state, dek).await?;
+        let new_utks = self.add_utks(&mut meta, UTKS_AFTER_USE)?;
+        self.save(&mut slot, meta, state, dek).await?;
         Ok(object(
             json!({"status": "updated", "id": id, "version": version, "new_utks": new_utks}),
         ))
@@ -127,64 +127,72 @@ impl Ctx<'_> {
     }
 
     pub(super) async fn secrets_retrieve(&self, body: &Map<String, Value>) -> Reply {
-        let (mut slot, mut state, dek) = self.unlocked().await?;
-        let plain = self.open_utk(&mut state, body)?;
+        let (mut slot, mut meta, state, dek) = self.unlocked().await?;
+        let plain = self.open_utk(&mut meta, body)?;
         Self::authorize(&state, &plain)?;
         let id = payload::string(&plain, "id")?.to_owned();
-        let key = Self::reply_key(&plain)?;
         let secret = state.secrets.get(&id).ok_or(ClientError::SecretNotFound)?;
-        let encrypted = Self::seal_reply(&key, &Self::secret_json(&id, secret, true))?;
-        let new_utks = self.add_utks(&mut state, UTKS_AFTER_USE)?;
+        let value = Self::secret_json(&id, secret, true);
+        // v2: the whole reply is sealed to the app already, so the value goes in it; a
+        // `reply_key` (v1's way) is still honoured.
+        let (field, sealed) = match (is_v2(body), plain.contains_key("reply_key")) {
+            (true, false) => ("secret", value),
+            _ => (
+                "encrypted_secret",
+                Self::seal_reply(&Self::reply_key(&plain)?, &value)?.into(),
+            ),
+        };
+        let new_utks = self.add_utks(&mut meta, UTKS_AFTER_USE)?;
         // The UTK is spent: stored before the answer, like any mutation.
-        self.save(&mut slot, state, dek).await?;
-        Ok(object(json!({
-            "status": "retrieved",
-            "id": id,
-            "encrypted_secret": encrypted,
-            "new_utks": new_utks,
-        })))
+        self.save(&mut slot, meta, state, dek).await?;
+        let mut reply = object(json!({"status": "retrieved", "id": id, "new_utks": new_utks}));
+        reply.insert(field.into(), sealed);
+        Ok(reply)
     }
 
     pub(super) async fn secrets_delete(&self, body: &Map<String, Value>) -> Reply {
-        let (mut slot, mut state, dek) = self.unlocked().await?;
-        let plain = self.open_utk(&mut state, body)?;
+        let (mut slot, mut meta, mut state, dek) = self.unlocked().await?;
+        let plain = self.open_utk(&mut meta, body)?;
         Self::authorize(&state, &plain)?;
         let id = payload::string(&plain, "id")?.to_owned();
         state
             .secrets
             .remove(&id)
             .ok_or(ClientError::SecretNotFound)?;
-        let new_utks = self.add_utks(&mut state, UTKS_AFTER_USE)?;
-        self.save(&mut slot, state, dek).await?;
+        let new_utks = self.add_utks(&mut meta, UTKS_AFTER_USE)?;
+        self.save(&mut slot, meta, state, dek).await?;
         Ok(object(
             json!({"status": "deleted", "id": id, "new_utks": new_utks}),
         ))
     }
 
     pub(super) async fn secrets_list(&self, body: &Map<String, Value>) -> Reply {
-        let (mut slot, mut state, dek) = self.unlocked().await?;
-        let plain = self.open_utk(&mut state, body)?;
+        let (mut slot, mut meta, state, dek) = self.unlocked().await?;
+        let plain = self.open_utk(&mut meta, body)?;
         Self::authorize(&state, &plain)?;
-        let key = Self::reply_key(&plain)?;
         let list: Vec<Value> = state
             .secrets
             .iter()
             .map(|(id, s)| Self::secret_json(id, s, false))
             .collect();
         let count = list.len();
-        let encrypted = Self::seal_reply(&key, &Value::Array(list))?;
-        let new_utks = self.add_utks(&mut state, UTKS_AFTER_USE)?;
-        self.save(&mut slot, state, dek).await?;
-        Ok(object(json!({
-            "status": "ok",
-            "count": count,
-            "encrypted_list": encrypted,
-            "new_utks": new_utks,
-        })))
+        let (field, listed) = match (is_v2(body), plain.contains_key("reply_key")) {
+            (true, false) => ("list", Value::Array(list)),
+            _ => (
+                "encrypted_list",
+                Self::seal_reply(&Self::reply_key(&plain)?, &Value::Array(list))?.into(),
+            ),
+        };
+        let new_utks = self.add_utks(&mut meta, UTKS_AFTER_USE)?;
+        self.save(&mut slot, meta, state, dek).await?;
+        let mut reply = object(json!({"status": "ok", "count": count, "new_utks": new_utks}));
+        reply.insert(field.into(), listed);
+        Ok(reply)
     }
 
-    pub(super) async fn secrets_identity(&self) -> Reply {
-        let (_slot, state, _dek) = self.unlocked().await?;
+    pub(super) async fn secrets_identity(&self, body: &Map<String, Value>) -> Reply {
+        let (_slot, meta, state, _dek) = self.unlocked().await?;
+        self.open_read(&meta, body)?;
         let credential = state.credential.as_ref().ok_or(ClientError::NoCredential)?;
         Ok(object(json!({
             "status": "ok",
@@ -194,8 +202,9 @@ impl Ctx<'_> {
 
     /// Every change is already stored before it is acknowledged; `vault.save` confirms that the
     /// stored object is still the one this enclave wrote (no other host changed it since).
-    pub(super) async fn vault_save(&self) -> Reply {
-        let (mut slot, _state, _dek) = self.unlocked().await?;
+    pub(super) async fn vault_save(&self, body: &Map<String, Value>) -> Reply {
+        let (mut slot, meta, _state, _dek) = self.unlocked().await?;
+        self.open_read(&meta, body)?;
         let loaded = slot.vault.as_ref().ok_or(ClientError::Internal)?;
         let (etag, version) = (loaded.etag.clone(), loaded.stored.version);
         match self.vaults.store_head(self.owner).await? {

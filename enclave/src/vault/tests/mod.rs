@@ -113,6 +113,8 @@ pub(super) struct Harness {
     pub(super) p: Processor,
     pub(super) parent: Arc<MemParent>,
     pub(super) sealer: Arc<TestSealer>,
+    /// The mock NSM's root certificate (DER): what an app pins in dev.
+    pub(super) root: Vec<u8>,
 }
 
 pub(super) fn config() -> VaultConfig {
@@ -124,6 +126,8 @@ pub(super) fn config() -> VaultConfig {
             backoff_base: std::time::Duration::ZERO,
             backoff_cap: std::time::Duration::ZERO,
         },
+        // These tests speak v1 (the deployed apps' shapes); v2 has its own (tests/v2.rs).
+        accept_v1: true,
         ..VaultConfig::default()
     }
 }
@@ -144,6 +148,7 @@ pub(super) async fn harness_sealed(
 ) -> Harness {
     use vettid_nsm::{MockNsm, MockPcrs};
     let nsm = MockNsm::ephemeral(MockPcrs::from_measurement(b"vault tests")).unwrap();
+    let root = nsm.root_der().to_vec();
     let state = EnclaveState::new(
         EnclaveConfig::new("tcp://127.0.0.1:1".parse().unwrap()),
         Arc::new(nsm),
@@ -162,7 +167,12 @@ pub(super) async fn harness_sealed(
     tokio::spawn(task);
     tokio::spawn(ptask);
     p.state().parent.insert(1, conn);
-    Harness { p, parent, sealer }
+    Harness {
+        p,
+        parent,
+        sealer,
+        root,
+    }
 }
 
 pub(super) async fn harness() -> Harness {
@@ -172,6 +182,24 @@ pub(super) async fn harness() -> Harness {
 impl Harness {
     pub(super) async fn call(&self, owner: &str, op: &str, payload: Value) -> Value {
         self.call_within(owner, op, payload, None).await
+    }
+
+    /// The reply bytes to `request` on `OwnerSpace.{owner}.forVault.{token}`, exactly as the
+    /// parent would relay them to the app.
+    pub(super) async fn send(&self, owner: &str, token: &str, request: &Value) -> Vec<u8> {
+        let reply = self
+            .p
+            .nats_until(
+                NatsMessage {
+                    subject: format!("OwnerSpace.{owner}.forVault.{token}"),
+                    reply: Some("_INBOX.1".into()),
+                    headers: vec![],
+                    payload: serde_json::to_vec(request).unwrap().into(),
+                },
+                None,
+            )
+            .await;
+        reply.reply.unwrap().to_vec()
     }
 
     /// [`Self::call`] as if the parent waited `deadline_ms` for it (`None`: no deadline).
@@ -299,5 +327,7 @@ pub(super) async fn r_ecies(h: &Harness, owner: &str) -> Value {
 }
 
 mod flows;
+mod hostile;
 mod ops;
 mod storage;
+mod v2;

@@ -26,11 +26,20 @@ async fn locked_and_absent_vaults_and_bad_payloads() {
     for bad in [
         json!({}),
         json!({"utk_id": 5}),
-        json!({"utk_id": "x", "encrypted_payload": "%%%"}),
+        json!({"utk_id": live[1].0, "encrypted_payload": "%%%"}),
     ] {
         let r = h.call("u11", "pin-unlock", bad.clone()).await;
         assert_eq!(code(&r), "bad_field", "{bad} → {r}");
     }
+    // The UTK is checked before the envelope is even decoded.
+    let r = h
+        .call(
+            "u11",
+            "pin-unlock",
+            json!({"utk_id": "x", "encrypted_payload": "%%%"}),
+        )
+        .await;
+    assert_eq!(code(&r), "utk_invalid", "{r}");
     let r = h
         .call("u11", "pin", json!({"type": "pin.bogus", "payload": {}}))
         .await;
