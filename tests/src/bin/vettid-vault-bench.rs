@@ -14,6 +14,9 @@
 //! 3. warm `pin.unlock` of each user (cached vault: counter write, Argon2id, state write);
 //! 4. `secrets.add` then `secrets.retrieve`, `--secret-ops` each, on one unlocked vault: the
 //!    non-Argon2 cost of a mutation (UTK envelope, state AEAD, conditional write via the parent);
+//!    Then the same on a v2 vault through `vettid-app-client` (sealed, bound requests and sealed
+//!    replies the client checks), plus `--users` warm unlocks of it: v2 / v1 in the same run is
+//!    the cost of reply authentication;
 //! 5. enclave restart, then cold `pin.unlock` of each user (adds KMS Decrypt with Recipient);
 //! 6. for `--argon2-concurrency` 2 then 1, on a fresh enclave process: `--concurrent` users'
 //!    vaults loaded (locked), then all unlocked at once; total time and the enclave's VmHWM.
@@ -25,6 +28,7 @@
 
 use std::time::{Duration, Instant};
 
+use vettid_app_client::VaultClient;
 use vettid_tests::app;
 use vettid_tests::kms::KmsOptions;
 use vettid_tests::vault_client::{
@@ -255,6 +259,32 @@ async fn main() -> anyhow::Result<()> {
         retrieve,
     ));
 
+    // 4b. The same through the v2 envelope (reply authentication), on a vault of its own.
+    let v1_p50 = (
+        rows[2].p50,
+        rows[rows.len() - 2].p50,
+        rows[rows.len() - 1].p50,
+    );
+    let v2 = v2_phase(&sys, &password_hash, a.secret_ops, a.users).await?;
+    rows.push(row(
+        &format!(
+            "v2 `secrets.add` (vault growing to {} secrets)",
+            a.secret_ops
+        ),
+        v2.add,
+    ));
+    rows.push(row(
+        &format!("v2 `secrets.retrieve` ({} secrets)", a.secret_ops),
+        v2.retrieve,
+    ));
+    rows.push(row("v2 warm `pin.unlock` (one vault, repeated)", v2.unlock));
+    let n = rows.len();
+    let v2_ratios = (
+        rows[n - 1].p50 / v1_p50.0,
+        rows[n - 3].p50 / v1_p50.1,
+        rows[n - 2].p50 / v1_p50.2,
+    );
+
     // 5. Cold unlock: a new enclave process knows no vault.
     sys.start_enclave();
     anyhow::ensure!(
@@ -319,8 +349,102 @@ async fn main() -> anyhow::Result<()> {
         "secrets.add p50, first tenth / last tenth of the {} adds: {:.2} / {:.2} ms",
         a.secret_ops, growth.0, growth.1
     );
+    println!(
+        "v2 / v1 p50 (reply authentication): warm pin.unlock {:.3}x, secrets.add {:.3}x, secrets.retrieve {:.3}x",
+        v2_ratios.0, v2_ratios.1, v2_ratios.2
+    );
     println!("whole run {:.0} s", run_started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Latencies of the v2 phase.
+struct V2 {
+    add: Vec<Duration>,
+    retrieve: Vec<Duration>,
+    unlock: Vec<Duration>,
+}
+
+/// One request of a v2 app: sealed by the client, its answer checked by it.
+async fn v2_call(
+    nats: &async_nats::Client,
+    c: &mut VaultClient,
+    out: vettid_app_client::Outgoing,
+) -> anyhow::Result<(Duration, serde_json::Map<String, serde_json::Value>)> {
+    let subject = format!("OwnerSpace.{}.forVault.{}", c.owner(), out.token);
+    let started = Instant::now();
+    let msg = tokio::time::timeout(
+        LIMIT,
+        nats.request(subject, serde_json::to_vec(&out.request)?.into()),
+    )
+    .await??;
+    let body = c
+        .finish(out.pending, &msg.payload)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", out.token))?;
+    Ok((started.elapsed(), body))
+}
+
+/// A v2 user enrolled through the app's crate, then timed like phases 3 and 4.
+async fn v2_phase(
+    sys: &System,
+    password_hash: &str,
+    secret_ops: usize,
+    unlocks: usize,
+) -> anyhow::Result<V2> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let nats = sys.client().await;
+    let owner = "bench-v2";
+    let nonce = [0x61u8; 32];
+    let msg = nats
+        .request(
+            format!("OwnerSpace.{owner}.forVault.attestation"),
+            serde_json::to_vec(&serde_json::json!({"nonce": b64.encode(nonce)}))?.into(),
+        )
+        .await?;
+    let r: serde_json::Value = serde_json::from_slice(&msg.payload)?;
+    let doc = b64.decode(r["attestation"].as_str().unwrap_or_default())?;
+    let pem = std::fs::read_to_string(sys.mock_root_pem())?;
+    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let policy = vettid_attestation::Policy::skip_pcr_check_unsafe()
+        .with_extra_root(b64.decode(der)?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let key = vettid_app_client::attest::verify(&doc, policy, now, &nonce, owner)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut c = VaultClient::new(owner);
+    let pin = "731904";
+    let out = c.setup(&key, pin, None)?;
+    v2_call(&nats, &mut c, out).await?;
+    let out = c.create_credential(password_hash)?;
+    v2_call(&nats, &mut c, out).await?;
+    let mut v2 = V2 {
+        add: Vec::new(),
+        retrieve: Vec::new(),
+        unlock: Vec::new(),
+    };
+    let mut ids = Vec::new();
+    for i in 0..secret_ops {
+        let value = format!("bench-secret-value-{i:04}-{}", "x".repeat(32));
+        let plain = serde_json::json!({"password_hash": password_hash, "name": format!("secret-{i:04}"), "value": value});
+        let out = c.utk_request("secrets.add", &plain)?;
+        let (took, r) = v2_call(&nats, &mut c, out).await?;
+        v2.add.push(took);
+        ids.push(r["id"].as_str().unwrap_or_default().to_owned());
+    }
+    for id in &ids {
+        let plain = serde_json::json!({"password_hash": password_hash, "id": id});
+        let out = c.utk_request("secrets.retrieve", &plain)?;
+        let (took, r) = v2_call(&nats, &mut c, out).await?;
+        anyhow::ensure!(r["secret"]["id"] == *id, "v2 retrieve: {r:?}");
+        v2.retrieve.push(took);
+    }
+    for _ in 0..unlocks {
+        let out = c.unlock(pin)?;
+        v2.unlock.push(v2_call(&nats, &mut c, out).await?.0);
+    }
+    Ok(v2)
 }
 
 /// Size of the stored vault object of `owner` in the fs store (0 if not found).
