@@ -81,6 +81,16 @@ pub enum SealError {
     /// No KMS is configured in this enclave.
     #[error("KMS not configured")]
     NotConfigured,
+    /// A KMS response named another key than the configured key ARN (`KeyId`, or DescribeKey's
+    /// `Arn`): the lent credentials reached a key this enclave was not built for. The response's
+    /// material and blob are discarded.
+    #[error("KMS answered for another key than the configured one")]
+    KeyMismatch,
+    /// The key's policy, grants or metadata would let something other than an attested enclave
+    /// with a trusted PCR0 obtain vault material (see docs/VAULT.md, "The KMS key and its
+    /// policy"), or could not be read: nothing is sealed under it.
+    #[error("the KMS key's policy is not safe to seal under")]
+    KeyPolicyUnsafe,
 }
 
 impl SealError {
@@ -97,6 +107,8 @@ impl SealError {
             SealError::Throttled => "KMSThrottled",
             SealError::Unavailable => "KMSUnavailable",
             SealError::NotConfigured => "KMSNotConfigured",
+            SealError::KeyMismatch => "KMSKeyMismatch",
+            SealError::KeyPolicyUnsafe => "KMSKeyPolicyUnsafe",
         }
     }
 }
@@ -115,6 +127,30 @@ pub trait Sealer: Send + Sync + 'static {
         blob: &'a [u8],
         context: &'a SealContext,
     ) -> BoxFuture<'a, Result<Material, SealError>>;
+
+    /// The last check of the sealing key's policy, for health (`None`: this sealer has no key
+    /// policy to check, like the unit tests' sealer).
+    fn key_check(&self) -> Option<KeyCheckReport> {
+        None
+    }
+}
+
+/// What health shows about the sealing key's policy check.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyCheckReport {
+    /// `pending` (not yet checked), `passed`, `refused` (unsafe: no seal), `unavailable` (could
+    /// not be read; seals wait for a successful check).
+    pub state: &'static str,
+    /// The key ARN checked.
+    pub key_arn: String,
+    /// The SealError code of a failed check (`KMSKeyPolicyUnsafe`, `KMSKeyMismatch`, …).
+    pub code: Option<&'static str>,
+    /// Stable reason (`unattested_action`, `origin`, …).
+    pub reason: Option<&'static str>,
+    /// What exactly (statement, action, principal); public policy text only.
+    pub detail: Option<String>,
+    /// Milliseconds since the last completed check.
+    pub checked_ago_ms: Option<u64>,
 }
 
 /// A sealer for unit tests only: AES-GCM under a process-local key, context as AAD. It exists so

@@ -8,7 +8,8 @@ mod kms_harness;
 use std::time::{Duration, Instant};
 
 use kms_harness::{
-    logs, mock_nsm, pcr0_hex, world, LocalKms, Setup, TestCredentials, Tunnel, HOST, KEY,
+    key_arn, logs, mock_nsm, pcr0_hex, world, LocalKms, Setup, TestCredentials, Tunnel, HOST, KEY,
+    SECOND_KEY,
 };
 use vettid_enclave::sealing::{SealContext, SealError, Sealer};
 
@@ -100,8 +101,22 @@ async fn an_enclave_whose_pcr0_is_not_allowed_is_access_denied() {
     // Same mock root, another measurement: a valid document with a PCR0 the key policy does not list.
     let intruder = mock_nsm(roots.path(), b"enclave-modified");
     assert_ne!(pcr0_hex(&intruder), pcr0_hex(&allowed));
-    let kms = Setup::new(&local).start(&local, &tunnel, intruder).await;
     let context = SealContext::vault_material(VAULT);
+    // Its own policy check already refuses: the policy lets a measurement it does not trust decrypt.
+    let wary = Setup::new(&local)
+        .start(&local, &tunnel, mock_nsm(roots.path(), b"enclave-modified"))
+        .await;
+    assert_eq!(
+        wary.generate(&context).await.unwrap_err(),
+        SealError::KeyPolicyUnsafe
+    );
+    // Told to trust it, it asks KMS, which refuses its PCR0.
+    let kms = Setup {
+        policy_pcr0: vec![pcr0_hex(&allowed)],
+        ..Setup::new(&local)
+    }
+    .start(&local, &tunnel, intruder)
+    .await;
     assert_eq!(
         kms.generate(&context).await.unwrap_err(),
         SealError::AccessDenied
@@ -149,14 +164,14 @@ async fn pending_deletion_and_unknown_keys_are_typed() {
     local
         .admin
         .schedule_key_deletion()
-        .key_id("second-key")
+        .key_id(SECOND_KEY)
         .pending_window_in_days(7)
         .send()
         .await
         .unwrap();
     let context = SealContext::vault_material(VAULT);
     let pending = Setup {
-        key_id: "second-key",
+        key_id: key_arn(SECOND_KEY),
         ..Setup::new(&local)
     }
     .start(
@@ -170,7 +185,7 @@ async fn pending_deletion_and_unknown_keys_are_typed() {
         SealError::KeyPendingDeletion
     );
     let missing = Setup {
-        key_id: "no-such-key",
+        key_id: key_arn("3234abcd-12ab-34cd-56ef-1234567890ab"),
         ..Setup::new(&local)
     }
     .start(&local, &tunnel, nsm)
@@ -310,10 +325,12 @@ async fn credentials_close_to_expiry_are_fetched_again_and_long_lived_ones_are_c
     }
     .start(&local, &tunnel, nsm())
     .await;
+    // The first seal waits for the key policy check (three KMS calls); count from there.
     let (_, blob) = kms.generate(&context).await.unwrap();
+    let before = expiring.fetches();
     kms.unseal(&blob, &context).await.unwrap();
     kms.unseal(&blob, &context).await.unwrap();
-    assert_eq!(expiring.fetches(), 3);
+    assert_eq!(expiring.fetches() - before, 2);
 
     // Valid for an hour: fetched once.
     let long_lived = TestCredentials::new(Some(Duration::from_secs(3600)));
@@ -326,6 +343,7 @@ async fn credentials_close_to_expiry_are_fetched_again_and_long_lived_ones_are_c
     let (_, blob) = kms.generate(&context).await.unwrap();
     kms.unseal(&blob, &context).await.unwrap();
     kms.unseal(&blob, &context).await.unwrap();
+    kms.check_key_now().await.unwrap();
     assert_eq!(long_lived.fetches(), 1);
 }
 

@@ -25,12 +25,19 @@ pub struct Settings {
     pub attestation_root: Option<PathBuf>,
     /// Hex PCR0 values accepted for keys without their own list.
     pub allow_pcr0: Vec<String>,
-    /// Behave like moto: ignore `Recipient` and return `Plaintext`.
+    /// Behave like moto: ignore `Recipient` and key policies, and return `Plaintext`.
     pub ignore_recipient: bool,
     /// Refuse Decrypt, GenerateDataKey and GenerateRandom without a `Recipient`, for every key.
     pub require_recipient: bool,
-    /// Key ids to create at start-up if the key file lacks them.
+    /// Key ids to create at start-up if the key file lacks them: `ID` (in `account`) or
+    /// `ID@ACCOUNT`.
     pub ensure_keys: Vec<String>,
+    /// `ACCESS_KEY_ID=ACCOUNT`: requests signed with this access key id come from ACCOUNT (others from
+    /// `account`). Lets a test play a host lending credentials of its own account.
+    pub credential_accounts: Vec<String>,
+    /// Misbehave: answer every Encrypt, Decrypt and GenerateDataKey with this `KeyId` instead of the key's
+    /// ARN (a real KMS never does; tests the enclave's KeyId check).
+    pub misreport_key_id: Option<String>,
     /// Region in ARNs.
     pub region: Option<String>,
     /// Account id in ARNs.
@@ -61,8 +68,12 @@ pub struct Config {
     pub ignore_recipient: bool,
     /// See [`Settings::require_recipient`].
     pub require_recipient: bool,
-    /// See [`Settings::ensure_keys`].
-    pub ensure_keys: Vec<String>,
+    /// See [`Settings::ensure_keys`]: (key id, account).
+    pub ensure_keys: Vec<(String, Option<String>)>,
+    /// See [`Settings::credential_accounts`]: (access key id, account).
+    pub credential_accounts: Vec<(String, String)>,
+    /// See [`Settings::misreport_key_id`].
+    pub misreport_key_id: Option<String>,
     /// Region in ARNs.
     pub region: String,
     /// Account id in ARNs.
@@ -105,9 +116,32 @@ impl Config {
                 Err(e) => errors.push(format!("--allow-pcr0 {value}: {e}")),
             }
         }
-        for id in &settings.ensure_keys {
-            if let Err(e) = check_key_id(id) {
-                errors.push(format!("--ensure-key {id}: {e}"));
+        let mut ensure_keys = Vec::new();
+        for spec in &settings.ensure_keys {
+            let (id, account) = match spec.split_once('@') {
+                Some((id, account)) => (id, Some(account)),
+                None => (spec.as_str(), None),
+            };
+            let checked = check_key_id(id).and(account.map_or(Ok(()), check_account));
+            match checked {
+                Ok(()) => ensure_keys.push((id.to_owned(), account.map(str::to_owned))),
+                Err(e) => errors.push(format!("--ensure-key {spec}: {e}")),
+            }
+        }
+        let mut credential_accounts = Vec::new();
+        for spec in &settings.credential_accounts {
+            match spec.split_once('=') {
+                Some((akid, account)) if !akid.is_empty() && check_account(account).is_ok() => {
+                    credential_accounts.push((akid.to_owned(), account.to_owned()))
+                }
+                _ => errors.push(format!(
+                    "--credential-account {spec}: expected ACCESS_KEY_ID=ACCOUNT (12 digits)"
+                )),
+            }
+        }
+        if let Some(account) = &settings.account {
+            if let Err(e) = check_account(account) {
+                errors.push(format!("--account {account}: {e}"));
             }
         }
         if settings.ignore_recipient && settings.require_recipient {
@@ -127,7 +161,9 @@ impl Config {
             allow_pcr0,
             ignore_recipient: settings.ignore_recipient,
             require_recipient: settings.require_recipient,
-            ensure_keys: settings.ensure_keys,
+            ensure_keys,
+            credential_accounts,
+            misreport_key_id: settings.misreport_key_id,
             region: settings.region.unwrap_or_else(|| DEFAULT_REGION.into()),
             account: settings.account.unwrap_or_else(|| DEFAULT_ACCOUNT.into()),
             tls,
@@ -218,6 +254,15 @@ pub fn check_key_id(id: &str) -> Result<(), String> {
         return Err("key id must be 1-64 characters of A-Z, a-z, 0-9 and '-'".into());
     }
     Ok(())
+}
+
+/// An AWS account id: 12 digits.
+pub fn check_account(account: &str) -> Result<(), String> {
+    if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err("account must be 12 digits".into())
+    }
 }
 
 /// The DER of the first `CERTIFICATE` block of a PEM file.

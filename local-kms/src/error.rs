@@ -41,6 +41,12 @@ pub enum KmsError {
     /// The body is larger than the server's bound.
     #[error("{0}")]
     TooLarge(String),
+    /// A policy document given to CreateKey or PutKeyPolicy is not a policy.
+    #[error("{0}")]
+    MalformedPolicy(String),
+    /// An alias name already exists in the account.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// Something failed on our side (key file write, random generation).
     #[error("{0}")]
     Internal(String),
@@ -60,6 +66,8 @@ impl KmsError {
             Self::Serialization(_) => "SerializationException",
             Self::UnknownOperation(_) => "UnknownOperationException",
             Self::Internal(_) => "KMSInternalException",
+            Self::MalformedPolicy(_) => "MalformedPolicyDocumentException",
+            Self::AlreadyExists(_) => "AlreadyExistsException",
         }
     }
 

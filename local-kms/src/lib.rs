@@ -9,6 +9,11 @@
 //! EnvelopedData in KMS's exact BER shape, from `vettid-recipient`), never as `Plaintext`. `--ignore-recipient`
 //! turns that off to imitate moto, so the enclave's downgrade refusal can be tested.
 //!
+//! Every key has a key policy (GetKeyPolicy, PutKeyPolicy, CreateKey's `Policy`) that is evaluated for every
+//! operation on the key, and an account: requests are attributed to an account by their SigV4 access key id
+//! (`--credential-account`), bare key ids and aliases resolve in the caller's account, as in AWS. So a test
+//! can play a host lending credentials of its own account, with its own key and alias (see `policy`).
+//!
 //! HTTPS is optional (`tls`): with a certificate for the endpoint's host name, the enclave's KMS client is
 //! tested exactly as it talks to AWS, TLS verified inside the enclave, through the parent's byte tunnel.
 //!
@@ -21,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod kms;
 mod ops;
+pub mod policy;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -34,9 +34,18 @@ struct Args {
     /// Refuse Decrypt, GenerateDataKey and GenerateRandom that carry no `Recipient`.
     #[arg(long)]
     require_recipient: bool,
-    /// Create a key with this id at start-up unless it exists; repeatable.
+    /// Create a key with this id at start-up unless it exists: `ID` (in --account) or `ID@ACCOUNT`;
+    /// repeatable. Its policy is the default one (GetKeyPolicy shows it) until PutKeyPolicy.
     #[arg(long = "ensure-key")]
     ensure_key: Vec<String>,
+    /// `ACCESS_KEY_ID=ACCOUNT`: requests signed with that access key id come from ACCOUNT (others from
+    /// --account); repeatable. Bare key ids and aliases resolve in the caller's account.
+    #[arg(long = "credential-account")]
+    credential_account: Vec<String>,
+    /// Test misbehaviour: answer Encrypt, Decrypt and GenerateDataKey with this KeyId instead of the key's
+    /// ARN (a real KMS never does).
+    #[arg(long)]
+    misreport_key_id: Option<String>,
     /// Region used in ARNs.
     #[arg(long, default_value = vettid_local_kms::config::DEFAULT_REGION)]
     region: String,
@@ -76,6 +85,8 @@ fn main() -> ExitCode {
         ignore_recipient: args.ignore_recipient,
         require_recipient: args.require_recipient,
         ensure_keys: args.ensure_key,
+        credential_accounts: args.credential_account,
+        misreport_key_id: args.misreport_key_id,
         region: Some(args.region),
         account: Some(args.account),
         tls_cert: args.tls_cert,

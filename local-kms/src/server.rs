@@ -158,6 +158,13 @@ async fn respond(kms: Arc<Kms>, req: Request<Incoming>) -> Response<Full<Bytes>>
     response
 }
 
+/// The access key id in `AWS4-HMAC-SHA256 Credential=AKID/DATE/REGION/kms/aws4_request, …`.
+fn access_key_id(authorization: &str) -> Option<String> {
+    let credential = authorization.split_once("Credential=")?.1;
+    let akid = credential.split('/').next()?;
+    (!akid.is_empty() && akid.len() <= 128).then(|| akid.to_owned())
+}
+
 async fn handle(
     kms: Arc<Kms>,
     req: Request<Incoming>,
@@ -181,6 +188,13 @@ async fn handle(
             "Content-Type must be {CONTENT_TYPE_JSON}"
         )));
     }
+    // SigV4 signatures are not verified (loopback, tests): the access key id only says which account the
+    // request is attributed to (`--credential-account`).
+    let access_key_id = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(access_key_id);
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -205,7 +219,8 @@ async fn handle(
     })?
     .to_bytes();
     let target = target.to_owned();
-    tokio::task::spawn_blocking(move || ops::handle(&kms, &target, &body))
+    let caller = kms.caller(access_key_id.as_deref());
+    tokio::task::spawn_blocking(move || ops::handle(&kms, &caller, &target, &body))
         .await
         .map_err(|_| KmsError::Internal("operation panicked".into()))?
 }

@@ -65,6 +65,16 @@ pub struct StoredKey {
     /// `kms:RecipientAttestation:PCR0`, which a request without attestation never satisfies).
     #[serde(default)]
     pub require_recipient: bool,
+    /// The account the key lives in; absent: the server's `--account`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Alias names (`alias/…`) pointing at this key, in its account.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// The key policy document as given to CreateKey or PutKeyPolicy; absent: the default policy
+    /// (`policy::default_policy`) built from `allowed_pcr0` and `require_recipient`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
     /// The AES-256-GCM key, base64.
     pub material: String,
 }
@@ -127,11 +137,24 @@ impl KeyStore {
         self.lock().get(key_id).cloned()
     }
 
-    /// Adds a fresh key with `key_id` unless one exists; returns the key either way.
+    /// Every key (the store is small: a handful of keys in dev and tests).
+    pub fn all(&self) -> Vec<Key> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Adds a fresh key with `key_id` in `account` (None: the server's) and `policy` (None: the
+    /// default) unless one exists; returns the key either way.
     ///
     /// # Errors
     /// [`KmsError::Internal`] when random generation or the file write fails.
-    pub fn create(&self, key_id: &str, description: &str, now: u64) -> Result<Key, KmsError> {
+    pub fn create(
+        &self,
+        key_id: &str,
+        description: &str,
+        now: u64,
+        account: Option<&str>,
+        policy: Option<String>,
+    ) -> Result<Key, KmsError> {
         let mut keys = self.lock();
         if let Some(existing) = keys.get(key_id) {
             return Ok(existing.clone());
@@ -147,6 +170,9 @@ impl KeyStore {
             deletion_date: None,
             allowed_pcr0: Vec::new(),
             require_recipient: false,
+            account: account.map(str::to_owned),
+            aliases: Vec::new(),
+            policy,
             material: base64::engine::general_purpose::STANDARD.encode(material.as_ref()),
         };
         let key = Key {
@@ -209,6 +235,9 @@ impl KeyStore {
 
 fn decode(record: StoredKey) -> Result<Key, String> {
     check_key_id(&record.key_id)?;
+    if let Some(account) = &record.account {
+        crate::config::check_account(account)?;
+    }
     let bytes = Zeroizing::new(
         base64::engine::general_purpose::STANDARD
             .decode(&record.material)

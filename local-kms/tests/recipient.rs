@@ -289,13 +289,16 @@ async fn require_recipient_refuses_plaintext_requests() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), "AccessDeniedException");
-    // Encrypt never returns a plaintext, so it is still allowed.
-    kms.encrypt()
+    // The default policy then conditions every use on attestation, and Encrypt carries none: refused, as
+    // AWS refuses it under such a policy (an unattested Encrypt could forge a blob the enclave trusts).
+    let err = kms
+        .encrypt()
         .key_id(&key_id)
         .plaintext(Blob::new(b"x".to_vec()))
         .send()
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(code(&err), "AccessDeniedException");
 }
 
 #[tokio::test]

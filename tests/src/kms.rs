@@ -11,8 +11,23 @@ use crate::proc::{bin_path, free_port, wait_tcp, Child};
 /// (`kms.resolve`), as it is in no DNS.
 pub const HOST: &str = "kms.vettid.test";
 
-/// The key id the vault uses in tests.
-pub const KEY_ID: &str = "vettid-test-vault-key";
+/// The key id the vault uses in tests (KMS key ids are UUIDs).
+pub const KEY_ID: &str = "5a1e0c2b-7d4f-4e8a-9b3c-0f6d2e1a4c7b";
+
+/// The account the local KMS keeps its keys in.
+pub const ACCOUNT: &str = "000000000000";
+
+/// `--kms-key-id`: the key's full ARN (aliases and bare ids are refused by the enclave).
+pub fn key_arn() -> String {
+    format!("arn:aws:kms:us-east-1:{ACCOUNT}:key/{KEY_ID}")
+}
+
+/// The PCR0 of a neighbouring release the enclave is told to trust (`--kms-policy-pcr0`), so
+/// policies that list it next to this build's PCR0 (a rolling upgrade) or instead of it (a policy
+/// that denies this build) pass the enclave's policy check and are judged by KMS.
+pub fn neighbour_pcr0() -> String {
+    "ab".repeat(48)
+}
 
 /// How to run the local KMS.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +42,10 @@ pub struct KmsOptions {
 pub struct LocalKms {
     /// The process.
     pub child: Child,
+    /// A second process over the same key file that ignores Recipient and key policies (like
+    /// moto), for tests that must read a blob's plaintext to prove where it went.
+    pub twin: Child,
+    twin_port: u16,
     /// Its port on 127.0.0.1.
     pub port: u16,
     /// The CA certificate the enclave must trust.
@@ -55,8 +74,24 @@ impl LocalKms {
     /// Starts the local KMS for a dev enclave whose mock root lives in `dir`.
     pub fn start(dir: &Path, opts: KmsOptions) -> Self {
         let port = free_port();
+        let child = Self::spawn(dir, port, &opts, false);
+        assert!(
+            wait_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(10)),
+            "local KMS did not listen: {}",
+            child.log()
+        );
+        // After the first one created the key, so the twin loads it.
+        let twin_port = free_port();
+        let twin = Self::spawn(dir, twin_port, &opts, true);
+        assert!(
+            wait_tcp(&format!("127.0.0.1:{twin_port}"), Duration::from_secs(10)),
+            "local KMS twin did not listen: {}",
+            twin.log()
+        );
         let mut kms = Self {
-            child: Self::spawn(dir, port, &opts),
+            child,
+            twin,
+            twin_port,
             port,
             ca_pem: dir.join("kms-tls").join("ca.pem"),
             dir: dir.to_owned(),
@@ -66,7 +101,7 @@ impl LocalKms {
         kms
     }
 
-    fn spawn(dir: &Path, port: u16, opts: &KmsOptions) -> Child {
+    fn spawn(dir: &Path, port: u16, opts: &KmsOptions, twin: bool) -> Child {
         // Also creates the mock NSM root the KMS trusts, before the enclave starts.
         let own = dev_enclave_pcr0(dir);
         let pcr0s = opts.allow_pcr0.clone().unwrap_or_else(|| vec![own]);
@@ -75,8 +110,17 @@ impl LocalKms {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--key-file")
             .arg(dir.join("kms-keys.json"))
+            .arg("--account")
+            .arg(ACCOUNT)
             .arg("--ensure-key")
             .arg(KEY_ID)
+            // The key's default policy then lets only an attested enclave with an allowed PCR0
+            // obtain material (what the enclave's policy check requires).
+            .arg(if twin {
+                "--ignore-recipient"
+            } else {
+                "--require-recipient"
+            })
             .arg("--attestation-root")
             .arg(dir.join("mock-root.pem"))
             .arg("--tls-self-signed")
@@ -86,7 +130,12 @@ impl LocalKms {
         for p in pcr0s {
             cmd.arg("--allow-pcr0").arg(p);
         }
-        Child::spawn("vettid-local-kms", cmd, &dir.join("kms.log"))
+        let (name, log) = if twin {
+            ("vettid-local-kms-twin", "kms-twin.log")
+        } else {
+            ("vettid-local-kms", "kms.log")
+        };
+        Child::spawn(name, cmd, &dir.join(log))
     }
 
     fn wait_ready(&mut self) {
@@ -101,7 +150,7 @@ impl LocalKms {
     pub fn restart(&mut self, opts: KmsOptions) {
         self.child.kill();
         self.opts = opts;
-        self.child = Self::spawn(&self.dir, self.port, &self.opts);
+        self.child = Self::spawn(&self.dir, self.port, &self.opts, false);
         self.wait_ready();
     }
 
@@ -132,7 +181,9 @@ impl KmsEndpoint {
             "--kms-region",
             "us-east-1",
             "--kms-key-id",
-            KEY_ID,
+            &key_arn(),
+            "--kms-policy-pcr0",
+            &neighbour_pcr0(),
             "--kms-tunnel",
             tunnel,
             "--kms-ca-file",
@@ -186,6 +237,16 @@ impl LocalKms {
     /// # Panics
     /// If the CA certificate cannot be read.
     pub fn client(&self) -> aws_sdk_kms::Client {
+        self.client_on(self.port)
+    }
+
+    /// A client of the [`LocalKms::twin`], which answers without Recipient or policy: only a
+    /// test may read a vault's material this way.
+    pub fn plaintext_client(&self) -> aws_sdk_kms::Client {
+        self.client_on(self.twin_port)
+    }
+
+    fn client_on(&self, port: u16) -> aws_sdk_kms::Client {
         use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
         use aws_smithy_http_client::tls::{
             self, rustls_provider::CryptoMode, TlsContext, TrustStore,
@@ -207,7 +268,7 @@ impl LocalKms {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .endpoint_url(format!("https://{HOST}:{}", self.port))
+            .endpoint_url(format!("https://{HOST}:{port}"))
             .http_client(http)
             .build();
         aws_sdk_kms::Client::from_conf(config)

@@ -419,7 +419,7 @@ async fn kms_plaintext(sys: &System, object: &[u8], owner: &str) -> vettid_vault
     }
     let stored: Stored = ciborium::from_reader(object).unwrap();
     let kms = sys.kms.as_ref().unwrap();
-    let client = kms.client();
+    let client = kms.plaintext_client();
     let out = client
         .decrypt()
         .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(stored.material))

@@ -63,6 +63,24 @@ pub fn kms(enclave: Option<&Value>, parent: Option<&Value>) -> Section {
         )),
         None => {}
     }
+    // The enclave's check of its own key's policy: while it is not passed, no new vault can be
+    // set up (existing ones still open).
+    let key_check = enclave.map(|e| &e["kms_key_check"]);
+    match key_check.and_then(|c| c["state"].as_str()) {
+        Some("refused") | Some("unavailable") => {
+            let c = key_check.unwrap_or(&Value::Null);
+            problems.push(format!(
+                "the enclave will not seal under its KMS key ({}{}): no new vaults",
+                c["code"].as_str().unwrap_or("?"),
+                c["detail"]
+                    .as_str()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            ))
+        }
+        Some(state) => parts.push(format!("key policy check {state}")),
+        None => {}
+    }
     if let Some(p) = parent {
         match p["configured"].as_bool() {
             Some(false) => {
@@ -168,5 +186,24 @@ mod tests {
         assert_eq!(kms(Some(&enclave), Some(&empty)).status, Status::Degraded);
         assert_eq!(kms(Some(&enclave), None).status, Status::Ok);
         assert_eq!(kms(None, None).status, Status::NotChecked);
+    }
+
+    #[test]
+    fn kms_section_degrades_while_the_key_policy_check_refuses() {
+        let with = |check: Value| json!({"kms_configured": true, "kms_key_check": check});
+        let passed = kms(Some(&with(json!({"state": "passed"}))), None);
+        assert_eq!(passed.status, Status::Ok);
+        assert!(passed.summary.contains("key policy check passed"));
+        let refused = with(json!({"state": "refused", "code": "KMSKeyPolicyUnsafe",
+            "detail": "unattested_action in statement Admin: kms:Decrypt"}));
+        let s = kms(Some(&refused), None);
+        assert_eq!(s.status, Status::Degraded);
+        assert!(
+            s.summary.contains("KMSKeyPolicyUnsafe: unattested_action"),
+            "{}",
+            s.summary
+        );
+        let unavailable = with(json!({"state": "unavailable", "code": "KMSUnavailable"}));
+        assert_eq!(kms(Some(&unavailable), None).status, Status::Degraded);
     }
 }

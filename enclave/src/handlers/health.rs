@@ -21,6 +21,11 @@ pub struct HealthReply {
     unlocked_vaults: u64,
     /// Whether a KMS sealer is configured (without one every vault operation fails).
     kms_configured: bool,
+    /// The sealing key's policy self-check (`state`: pending, passed, refused, unavailable;
+    /// with the code and reason when not passed). While not `passed`, nothing is sealed: new
+    /// vaults cannot be set up. Absent without a KMS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kms_key_check: Option<crate::sealing::KeyCheckReport>,
     /// KMS call outcomes since start by stable code (`ok`, `KMSAccessDenied`, …).
     kms_outcomes: std::collections::BTreeMap<&'static str, u64>,
     /// `serving`, or `draining` after a signed `drain` (new vault work refused).
@@ -51,6 +56,7 @@ pub fn handle(state: &EnclaveState) -> HealthReply {
         total_vaults: state.vaults.config().max_vaults,
         unlocked_vaults: unlocked as u64,
         kms_configured: state.sealer.is_some(),
+        kms_key_check: state.sealer.as_ref().and_then(|s| s.key_check()),
         kms_outcomes: state.vaults.kms_outcomes(),
         phase: match state.control.phase() {
             crate::control::Phase::Serving => "serving",

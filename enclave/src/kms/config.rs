@@ -8,10 +8,10 @@ use std::path::PathBuf;
 
 use vettid_link::Address;
 
+use super::arn::KeyArn;
+
 /// Largest `--kms-ca-file` accepted: a handful of PEM certificates.
 pub const MAX_CA_FILE_LEN: usize = 256 * 1024;
-/// Longest `--kms-key-id`: KMS's own limit for key ids, ARNs and alias names.
-pub const MAX_KEY_ID_LEN: usize = 2048;
 /// Longest host name in `--kms-endpoint` (DNS limit).
 pub const MAX_HOST_LEN: usize = 253;
 
@@ -26,13 +26,21 @@ pub struct KmsFlags {
     /// AWS region the requests are signed for (e.g. `us-east-1`).
     #[arg(long, env = "VETTID_KMS_REGION")]
     pub kms_region: Option<String>,
-    /// The KMS key sealing vault material: key id, key ARN or `alias/…`.
+    /// The KMS key sealing vault material: its full key ARN,
+    /// `arn:PARTITION:kms:REGION:ACCOUNT:key/KEY-ID`, in `--kms-region`. Aliases and bare key ids
+    /// are refused: they resolve in the account of whoever lends the credentials (the host). On
+    /// the measured command line, so the key is bound to PCR0.
     #[arg(long, env = "VETTID_KMS_KEY_ID")]
     pub kms_key_id: Option<String>,
     /// The parent's KMS byte tunnel: `vsock://3:8000` in production, `tcp://127.0.0.1:PORT` or
     /// `unix:///path` in dev.
     #[arg(long, env = "VETTID_KMS_TUNNEL")]
     pub kms_tunnel: Option<String>,
+    /// Another PCR0 (96 hex digits) the key policy may let decrypt besides this enclave's own:
+    /// the neighbouring release during a rolling upgrade. Repeatable. A policy that lets any
+    /// other measurement decrypt is refused before anything is sealed. Measured like every flag.
+    #[arg(long = "kms-policy-pcr0", value_name = "HEX")]
+    pub kms_policy_pcr0: Vec<String>,
     /// Extra PEM CA certificate(s) trusted for the KMS endpoint besides the embedded public roots
     /// (dev: the local KMS's `ca.pem`).
     #[arg(long, env = "VETTID_KMS_CA_FILE")]
@@ -129,14 +137,16 @@ pub struct KmsConfig {
     pub endpoint: Endpoint,
     /// Signing region.
     pub region: String,
-    /// The key id, ARN or alias.
-    pub key_id: String,
+    /// The key's full ARN (the only form accepted; see [`super::arn`]).
+    pub key_id: KeyArn,
     /// The parent's tunnel.
     pub tunnel: Address,
     /// Extra trusted CA certificates (PEM), from `--kms-ca-file`.
     pub extra_ca_pem: Option<Vec<u8>>,
     /// Forwarder port on 127.0.0.1 (0: ephemeral).
     pub forward_port: u16,
+    /// `--kms-policy-pcr0`, lower-case hex.
+    pub policy_pcr0: Vec<String>,
 }
 
 impl std::fmt::Debug for KmsConfig {
@@ -148,6 +158,7 @@ impl std::fmt::Debug for KmsConfig {
             .field("tunnel", &self.tunnel)
             .field("extra_ca", &self.extra_ca_pem.is_some())
             .field("forward_port", &self.forward_port)
+            .field("policy_pcr0", &self.policy_pcr0)
             .finish()
     }
 }
@@ -165,7 +176,9 @@ impl KmsConfig {
             ("--kms-key-id", flags.kms_key_id.as_deref()),
             ("--kms-tunnel", flags.kms_tunnel.as_deref()),
         ];
-        let optional_given = flags.kms_ca_file.is_some() || flags.kms_forward_port.is_some();
+        let optional_given = flags.kms_ca_file.is_some()
+            || flags.kms_forward_port.is_some()
+            || !flags.kms_policy_pcr0.is_empty();
         if required.iter().all(|(_, v)| v.is_none()) && !optional_given {
             return Ok(None);
         }
@@ -186,8 +199,9 @@ impl KmsConfig {
                 .map_err(|e| errors.push(format!("--kms-region {r:?}: {e}")))
                 .ok()
         });
+        // The region check needs a valid --kms-region; a bad one is reported on its own.
         let key_id = flags.kms_key_id.as_deref().and_then(|k| {
-            check_key_id(k)
+            KeyArn::parse(k, region.as_deref())
                 .map_err(|e| errors.push(format!("--kms-key-id: {e}")))
                 .ok()
         });
@@ -201,6 +215,13 @@ impl KmsConfig {
                 .map_err(|e| errors.push(format!("--kms-ca-file {}: {e}", path.display())))
                 .ok()
         });
+        let mut policy_pcr0 = Vec::new();
+        for value in &flags.kms_policy_pcr0 {
+            match check_pcr0(value) {
+                Ok(pcr) => policy_pcr0.push(pcr),
+                Err(e) => errors.push(format!("--kms-policy-pcr0 {value:?}: {e}")),
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -216,8 +237,21 @@ impl KmsConfig {
             key_id,
             tunnel,
             extra_ca_pem,
+            policy_pcr0,
         }))
     }
+}
+
+/// A SHA-384 PCR0: 96 hex digits, not all zero (a debug enclave's), returned in lower case.
+fn check_pcr0(value: &str) -> Result<String, String> {
+    let lower = value.to_ascii_lowercase();
+    if lower.len() != 96 || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("expected 96 hex digits (SHA-384)".into());
+    }
+    if lower.bytes().all(|b| b == b'0') {
+        return Err("all zeros is a debug enclave's PCR0".into());
+    }
+    Ok(lower)
 }
 
 /// `us-east-1`-shaped: lower-case letters, digits and `-`.
@@ -231,17 +265,6 @@ fn check_region(region: &str) -> Result<String, String> {
         return Err("expected a region name such as us-east-1".into());
     }
     Ok(region.to_owned())
-}
-
-/// A key id, key ARN or alias: printable ASCII without spaces, at most [`MAX_KEY_ID_LEN`].
-fn check_key_id(key_id: &str) -> Result<String, String> {
-    if key_id.is_empty() || key_id.len() > MAX_KEY_ID_LEN {
-        return Err(format!("must be 1-{MAX_KEY_ID_LEN} characters"));
-    }
-    if !key_id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("must be printable ASCII without spaces".into());
-    }
-    Ok(key_id.to_owned())
 }
 
 /// Reads and checks a PEM file of CA certificates: at least one, every one a usable trust anchor.

@@ -13,6 +13,11 @@
 //!   image; the parent relays bytes through its tunnel ([`forward`]) and sees ciphertext only.
 //! - Requests are signed with credentials fetched from the parent ([`credentials`]) and refreshed
 //!   before they expire; the encryption context binds each blob to its vault and purpose.
+//! - The key is named by its full ARN ([`arn`]); every response's `KeyId` must equal it, or the
+//!   reply is refused whole ([`SealError::KeyMismatch`]) and its material and blob discarded:
+//!   the credentials are the host's, and an alias or bare id would resolve in the host's account.
+//! - Nothing is sealed before the key's metadata, policy and grants pass the self-check
+//!   ([`key_check`], rules in [`policy`]).
 //! - Every call has a timeout and the SDK's standard retries; failures map to typed
 //!   [`SealError`]s whose codes are logged with the operation and key id, never key material.
 //!
@@ -22,11 +27,14 @@
 //! tests, where the local KMS already holds the endpoint's port on the same loopback); the tunnel
 //! preamble always names the endpoint's real `HOST:PORT`.
 
+pub mod arn;
 pub mod config;
 pub mod credentials;
 pub mod errors;
 pub mod forward;
 pub mod http;
+pub mod key_check;
+pub mod policy;
 pub mod recipient_flow;
 
 use std::sync::Arc;
@@ -41,11 +49,12 @@ use aws_sdk_kms::types::DataKeySpec;
 use vettid_nsm::Nsm;
 use vettid_vault_crypto::Material;
 
+pub use arn::{ArnError, KeyArn};
 pub use config::{Endpoint, KmsConfig, KmsFlags};
 pub use credentials::{CredentialError, CredentialSource, ParentCredentials};
 pub use forward::Forwarder;
 
-use crate::sealing::{BoxFuture, SealContext, SealError, Sealer};
+use crate::sealing::{BoxFuture, KeyCheckReport, SealContext, SealError, Sealer};
 use recipient_flow::Recipient;
 
 /// Budget for one KMS operation, retries included.
@@ -72,12 +81,16 @@ pub enum KmsStartError {
     /// The HTTP client's TLS context could not be built.
     #[error("cannot build the KMS HTTP client: {0}")]
     Http(String),
+    /// The NSM could not report this enclave's PCR0 (the policy check needs it).
+    #[error("cannot read this enclave's PCR0 from the NSM: {0}")]
+    Pcr0(String),
 }
 
 /// The KMS client (see the module docs). Holds the forwarder; dropping it stops forwarding.
 pub struct Kms {
     client: aws_sdk_kms::Client,
-    key_id: String,
+    key_id: KeyArn,
+    checker: key_check::KeyChecker,
     nsm: Arc<dyn Nsm>,
     forwarder: Forwarder,
     endpoint_url: String,
@@ -114,6 +127,7 @@ impl Kms {
             port: config.forward_port,
             source,
         })?;
+        let rules = policy_rules(&config, nsm.clone()).await?;
         let port = forwarder.local_addr().port();
         let endpoint_url = if port == 443 {
             format!("https://{}", endpoint.host)
@@ -152,9 +166,12 @@ impl Kms {
             key_id = %config.key_id,
             "KMS client ready"
         );
+        let client = aws_sdk_kms::Client::from_conf(sdk_config);
+        let checker = key_check::KeyChecker::start(client.clone(), config.key_id.clone(), rules);
         Ok(Self {
-            client: aws_sdk_kms::Client::from_conf(sdk_config),
+            client,
             key_id: config.key_id,
+            checker,
             nsm,
             forwarder,
             endpoint_url,
@@ -176,6 +193,34 @@ impl Kms {
         self.forwarder.is_running()
     }
 
+    /// The key policy self-check's last result (also in `enclave.health`).
+    pub fn key_check_report(&self) -> KeyCheckReport {
+        self.checker.report()
+    }
+
+    /// Runs the key policy self-check now (tests and measurements; seals use the cached result).
+    ///
+    /// # Errors
+    /// The check's [`SealError`].
+    pub async fn check_key_now(&self) -> Result<(), SealError> {
+        self.checker.recheck().await
+    }
+
+    /// Refuses a reply that names another key than ours; its contents are dropped unread.
+    fn check_key_id(&self, operation: &'static str, key_id: Option<&str>) -> Result<(), SealError> {
+        if self.key_id.matches(key_id) {
+            return Ok(());
+        }
+        tracing::error!(
+            code = SealError::KeyMismatch.code(),
+            operation,
+            expected = %self.key_id,
+            answered = key_id.unwrap_or("<none>"),
+            "KMS answered for another key: reply discarded"
+        );
+        Err(SealError::KeyMismatch)
+    }
+
     /// `GenerateDataKey` (AES_256) with a Recipient: fresh material and the blob that recovers it.
     ///
     /// # Errors
@@ -187,17 +232,19 @@ impl Kms {
         const OP: &str = "GenerateDataKey";
         let started = Instant::now();
         let result = async {
+            self.checker.ensure().await?;
             let recipient = Recipient::fresh(self.nsm.clone()).await?;
             let mut request = self
                 .client
                 .generate_data_key()
-                .key_id(&self.key_id)
+                .key_id(self.key_id.as_str())
                 .key_spec(DataKeySpec::Aes256)
                 .recipient(recipient.info());
             for (k, v) in context.pairs() {
                 request = request.encryption_context(k, v);
             }
             let out = request.send().await.map_err(|e| self.failed(OP, &e))?;
+            self.check_key_id(OP, out.key_id())?;
             let blob = out
                 .ciphertext_blob()
                 .filter(|b| !b.as_ref().is_empty())
@@ -225,13 +272,14 @@ impl Kms {
             let mut request = self
                 .client
                 .decrypt()
-                .key_id(&self.key_id)
+                .key_id(self.key_id.as_str())
                 .ciphertext_blob(Blob::new(blob.to_vec()))
                 .recipient(recipient.info());
             for (k, v) in context.pairs() {
                 request = request.encryption_context(k, v);
             }
             let out = request.send().await.map_err(|e| self.failed(OP, &e))?;
+            self.check_key_id(OP, out.key_id())?;
             recipient
                 .open(out.plaintext(), out.ciphertext_for_recipient())
                 .await
@@ -297,6 +345,35 @@ impl Sealer for Kms {
     ) -> BoxFuture<'a, Result<Material, SealError>> {
         Box::pin(self.decrypt(blob, context))
     }
+
+    fn key_check(&self) -> Option<KeyCheckReport> {
+        Some(self.checker.report())
+    }
+}
+
+/// The policy check's rules: the key's account and partition, and the PCR0s trusted to decrypt
+/// (this enclave's own, read from the NSM, and `--kms-policy-pcr0`).
+async fn policy_rules(
+    config: &KmsConfig,
+    nsm: Arc<dyn Nsm>,
+) -> Result<policy::Rules, KmsStartError> {
+    let described = tokio::task::spawn_blocking(move || nsm.describe())
+        .await
+        .map_err(|e| KmsStartError::Pcr0(e.to_string()))?
+        .map_err(|e| KmsStartError::Pcr0(e.to_string()))?;
+    let own = described
+        .pcrs
+        .get(&0)
+        .ok_or_else(|| KmsStartError::Pcr0("no PCR0".into()))?;
+    let mut trusted_pcr0: std::collections::BTreeSet<String> =
+        config.policy_pcr0.iter().cloned().collect();
+    trusted_pcr0.insert(hex::encode(own));
+    Ok(policy::Rules {
+        key_arn: config.key_id.to_string(),
+        partition: config.key_id.partition().to_owned(),
+        account: config.key_id.account().to_owned(),
+        trusted_pcr0,
+    })
 }
 
 #[cfg(test)]

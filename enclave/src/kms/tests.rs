@@ -8,14 +8,17 @@ use vettid_link::Address;
 use super::config::{Endpoint, KmsConfig, KmsFlags};
 use super::forward::{open_tunnel, TunnelError};
 
+const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
 fn full() -> KmsFlags {
     KmsFlags {
         kms_endpoint: Some("https://kms.us-east-1.amazonaws.com".into()),
         kms_region: Some("us-east-1".into()),
-        kms_key_id: Some("arn:aws:kms:us-east-1:111122223333:key/abc".into()),
+        kms_key_id: Some(ARN.into()),
         kms_tunnel: Some("vsock://3:8000".into()),
         kms_ca_file: None,
         kms_forward_port: None,
+        kms_policy_pcr0: Vec::new(),
     }
 }
 
@@ -75,9 +78,56 @@ fn every_bad_value_is_reported_at_once() {
         kms_tunnel: Some("vsock://three:8000".into()),
         kms_ca_file: Some("/nonexistent/ca.pem".into()),
         kms_forward_port: Some(0),
+        kms_policy_pcr0: vec!["00".repeat(48)],
     };
     let errors = KmsConfig::from_flags(&flags).unwrap_err();
-    assert_eq!(errors.len(), 5, "{errors:#?}");
+    assert_eq!(errors.len(), 6, "{errors:#?}");
+}
+
+#[test]
+fn the_key_must_be_a_full_arn_in_the_signing_region() {
+    let config = KmsConfig::from_flags(&full()).unwrap().unwrap();
+    assert_eq!(config.key_id.as_str(), ARN);
+    assert_eq!(config.key_id.account(), "111122223333");
+    let with_key = |key: &str| KmsFlags {
+        kms_key_id: Some(key.into()),
+        ..full()
+    };
+    for (key, says) in [
+        ("alias/vettid-vault", "is an alias"),
+        (
+            "arn:aws:kms:us-east-1:111122223333:alias/vettid-vault",
+            "is an alias",
+        ),
+        ("1234abcd-12ab-34cd-56ef-1234567890ab", "bare key id"),
+        ("vettid-test-key", "not a KMS key ARN"),
+        (
+            "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "region",
+        ),
+    ] {
+        let errors = KmsConfig::from_flags(&with_key(key)).unwrap_err();
+        assert_eq!(errors.len(), 1, "{key}: {errors:#?}");
+        assert!(errors[0].starts_with("--kms-key-id: "), "{errors:#?}");
+        assert!(errors[0].contains(says), "{key}: {errors:#?}");
+    }
+}
+
+#[test]
+fn policy_pcr0_values_are_sha384_hex() {
+    let flags = KmsFlags {
+        kms_policy_pcr0: vec!["AB".repeat(48)],
+        ..full()
+    };
+    let config = KmsConfig::from_flags(&flags).unwrap().unwrap();
+    assert_eq!(config.policy_pcr0, vec!["ab".repeat(48)]);
+    for bad in ["ab".repeat(32), "zz".repeat(48), "00".repeat(48)] {
+        let flags = KmsFlags {
+            kms_policy_pcr0: vec![bad.clone()],
+            ..full()
+        };
+        assert!(KmsConfig::from_flags(&flags).is_err(), "{bad}");
+    }
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! The pieces of the KMS end-to-end tests: the local KMS in-process, a tunnel speaking the parent's preamble,
 //! counting credentials, and the enclave's KMS client wired to them.
 
+// Shared by several test files, each of which uses part of it.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,8 +21,35 @@ use vettid_protocol::AwsCredentials;
 
 /// The KMS host name the local KMS's certificate is for.
 pub const HOST: &str = "kms.vettid.test";
-/// The key every test seals under.
-pub const KEY: &str = "vettid-test-key";
+/// The key every test seals under (a KMS key id: a UUID).
+pub const KEY: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
+/// A second key of the same account.
+pub const SECOND_KEY: &str = "2234abcd-12ab-34cd-56ef-1234567890ab";
+/// The account the keys live in (the vault operator's).
+pub const ACCOUNT: &str = "111122223333";
+/// The account of a host lending credentials of its own (access key id [`HOST_AKID`]).
+pub const HOST_ACCOUNT: &str = "444455556666";
+/// The access key id the local KMS attributes to [`HOST_ACCOUNT`].
+pub const HOST_AKID: &str = "ASIAHOSTOWNACCOUNT";
+
+/// `arn:aws:kms:us-east-1:ACCOUNT:key/ID`.
+pub fn key_arn(id: &str) -> String {
+    format!("arn:aws:kms:us-east-1:{ACCOUNT}:key/{id}")
+}
+
+/// A policy the enclave's check passes: the account root administers the key (no plaintext), and
+/// only an attested enclave with one of `pcr0s` may Decrypt and GenerateDataKey.
+pub fn safe_policy(pcr0s: &[String]) -> serde_json::Value {
+    serde_json::json!({"Version": "2012-10-17", "Id": "vettid-test", "Statement": [
+        {"Sid": "Admin", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")},
+         "Action": ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:ListGrants", "kms:EnableKey",
+                    "kms:DisableKey", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion", "kms:CreateAlias"],
+         "Resource": "*"},
+        {"Sid": "EnclaveOnly", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")},
+         "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*",
+         "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:PCR0": pcr0s}}}
+    ]})
+}
 
 // === the local KMS, in-process ===
 
@@ -27,27 +57,97 @@ pub const KEY: &str = "vettid-test-key";
 /// test's own admin client (disable, enable, schedule deletion).
 pub struct LocalKms {
     pub tls_port: u16,
+    /// The account administrator's client (plain HTTP).
     pub admin: aws_sdk_kms::Client,
+    admin_addr: SocketAddr,
     /// Holds the mock NSM root, the key file and the dev CA (`tls/ca.pem`).
     pub dir: tempfile::TempDir,
     _stop: watch::Sender<bool>,
 }
 
 impl LocalKms {
-    /// Starts it trusting `nsm`'s root and allowing `nsm`'s PCR0; `ignore_recipient` imitates moto.
+    /// Starts it trusting `nsm`'s root, with [`safe_policy`] for `nsm`'s PCR0 on both keys;
+    /// `ignore_recipient` imitates moto.
     pub async fn start(nsm: &MockNsm, dir: tempfile::TempDir, ignore_recipient: bool) -> Self {
-        let root = dir.path().join("mock-root.pem");
+        let local = Self::serve(nsm, dir, ignore_recipient, None).await;
+        for key in [KEY, SECOND_KEY] {
+            local.put_policy(key, &safe_policy(&[pcr0_hex(nsm)])).await;
+        }
+        local
+    }
+
+    /// Replaces `key`'s policy (as the account's administrator).
+    pub async fn put_policy(&self, key: &str, policy: &serde_json::Value) {
+        self.admin
+            .put_key_policy()
+            .key_id(key)
+            .policy_name("default")
+            .policy(policy.to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// A second server over the same key file and CA that answers every Decrypt and
+    /// GenerateDataKey with `KeyId` = `misreport` (a KMS that lies about the key); its TLS port.
+    pub async fn misreporting_twin(
+        &self,
+        nsm: &MockNsm,
+        misreport: &str,
+    ) -> (u16, watch::Sender<bool>) {
+        let settings = Self::settings(nsm, self.dir.path(), false, Some(misreport.into()));
+        let (port, _admin, stop) = Self::listen(settings).await;
+        (port, stop)
+    }
+
+    /// An admin client signing as `access_key_id` (plain HTTP).
+    pub fn client_as(&self, access_key_id: &str) -> aws_sdk_kms::Client {
+        admin_client_as(self.admin_addr, access_key_id)
+    }
+
+    fn settings(
+        nsm: &MockNsm,
+        dir: &Path,
+        ignore_recipient: bool,
+        misreport_key_id: Option<String>,
+    ) -> vettid_local_kms::Settings {
+        let root = dir.join("mock-root.pem");
         std::fs::write(&root, nsm.root_pem()).unwrap();
-        let settings = vettid_local_kms::Settings {
-            key_file: dir.path().join("keys.json"),
+        vettid_local_kms::Settings {
+            key_file: dir.join("keys.json"),
             attestation_root: Some(root),
             allow_pcr0: vec![pcr0_hex(nsm)],
             ignore_recipient,
-            ensure_keys: vec![KEY.into(), "second-key".into()],
-            tls_self_signed: Some(dir.path().join("tls")),
+            ensure_keys: vec![KEY.into(), SECOND_KEY.into()],
+            account: Some(ACCOUNT.into()),
+            credential_accounts: vec![format!("{HOST_AKID}={HOST_ACCOUNT}")],
+            misreport_key_id,
+            tls_self_signed: Some(dir.join("tls")),
             tls_hostname: Some(HOST.into()),
             ..Default::default()
-        };
+        }
+    }
+
+    async fn serve(
+        nsm: &MockNsm,
+        dir: tempfile::TempDir,
+        ignore_recipient: bool,
+        misreport: Option<String>,
+    ) -> Self {
+        let settings = Self::settings(nsm, dir.path(), ignore_recipient, misreport);
+        let (tls_port, admin_addr, stop) = Self::listen(settings).await;
+        Self {
+            tls_port,
+            admin: admin_client(admin_addr),
+            admin_addr,
+            dir,
+            _stop: stop,
+        }
+    }
+
+    async fn listen(
+        settings: vettid_local_kms::Settings,
+    ) -> (u16, SocketAddr, watch::Sender<bool>) {
         let config = vettid_local_kms::Config::from_settings(settings).unwrap();
         let tls = vettid_local_kms::tls::server_config(config.tls.as_ref().unwrap()).unwrap();
         let kms = Arc::new(vettid_local_kms::Kms::new(config).unwrap());
@@ -55,7 +155,7 @@ impl LocalKms {
         let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let plain_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tls_port = tls_listener.local_addr().unwrap().port();
-        let admin = admin_client(plain_listener.local_addr().unwrap());
+        let admin_addr = plain_listener.local_addr().unwrap();
         tokio::spawn(vettid_local_kms::serve_tls(
             tls_listener,
             kms.clone(),
@@ -63,12 +163,7 @@ impl LocalKms {
             until(stopped.clone()),
         ));
         tokio::spawn(vettid_local_kms::serve(plain_listener, kms, until(stopped)));
-        Self {
-            tls_port,
-            admin,
-            dir,
-            _stop: stop,
-        }
+        (tls_port, admin_addr, stop)
     }
 
     pub fn ca(&self) -> PathBuf {
@@ -81,10 +176,14 @@ pub async fn until(mut stop: watch::Receiver<bool>) {
 }
 
 pub fn admin_client(addr: SocketAddr) -> aws_sdk_kms::Client {
+    admin_client_as(addr, "admin")
+}
+
+pub fn admin_client_as(addr: SocketAddr, access_key_id: &str) -> aws_sdk_kms::Client {
     let config = aws_sdk_kms::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("admin", "admin", None, None, "test"))
+        .credentials_provider(Credentials::new(access_key_id, "admin", None, None, "test"))
         .endpoint_url(format!("http://{addr}"))
         .build();
     aws_sdk_kms::Client::from_conf(config)
@@ -167,6 +266,8 @@ impl Tunnel {
 pub struct TestCredentials {
     fetches: AtomicUsize,
     lifetime: Option<Duration>,
+    /// Access key id to lend (None: `ASIATEST<n>`, the operator's account).
+    access_key_id: Option<String>,
 }
 
 impl TestCredentials {
@@ -174,6 +275,16 @@ impl TestCredentials {
         Arc::new(Self {
             fetches: AtomicUsize::new(0),
             lifetime,
+            access_key_id: None,
+        })
+    }
+
+    /// Credentials of the host's own account ([`HOST_ACCOUNT`]).
+    pub fn host_account() -> Arc<Self> {
+        Arc::new(Self {
+            fetches: AtomicUsize::new(0),
+            lifetime: Some(Duration::from_secs(3600)),
+            access_key_id: Some(HOST_AKID.into()),
         })
     }
 
@@ -191,9 +302,13 @@ impl CredentialSource for TestCredentials {
                 .unwrap()
                 .as_millis() as u64
         });
+        let access_key_id = self
+            .access_key_id
+            .clone()
+            .unwrap_or_else(|| format!("ASIATEST{n}"));
         Box::pin(async move {
             Ok(AwsCredentials {
-                access_key_id: format!("ASIATEST{n}"),
+                access_key_id,
                 secret_access_key: "secret".into(),
                 session_token: Some("token".into()),
                 expires_at_ms,
@@ -206,7 +321,12 @@ impl CredentialSource for TestCredentials {
 
 pub struct Setup {
     pub endpoint_host: &'static str,
-    pub key_id: &'static str,
+    /// `--kms-key-id` as given.
+    pub key_id: String,
+    /// The local KMS's TLS port (another one: a twin).
+    pub port: u16,
+    /// `--kms-policy-pcr0`.
+    pub policy_pcr0: Vec<String>,
     pub ca: Option<PathBuf>,
     pub credentials: Arc<TestCredentials>,
 }
@@ -215,23 +335,30 @@ impl Setup {
     pub fn new(local: &LocalKms) -> Self {
         Self {
             endpoint_host: HOST,
-            key_id: KEY,
+            key_id: key_arn(KEY),
+            port: local.tls_port,
+            policy_pcr0: Vec::new(),
             ca: Some(local.ca()),
             credentials: TestCredentials::new(Some(Duration::from_secs(3600))),
         }
     }
 
-    pub async fn start(self, local: &LocalKms, tunnel: &Tunnel, nsm: MockNsm) -> Kms {
-        let flags = KmsFlags {
-            kms_endpoint: Some(format!("https://{}:{}", self.endpoint_host, local.tls_port)),
+    /// The `--kms-*` flags this setup gives the enclave.
+    pub fn flags(&self, tunnel: &Tunnel) -> KmsFlags {
+        KmsFlags {
+            kms_endpoint: Some(format!("https://{}:{}", self.endpoint_host, self.port)),
             kms_region: Some("us-east-1".into()),
-            kms_key_id: Some(self.key_id.into()),
+            kms_key_id: Some(self.key_id.clone()),
             kms_tunnel: Some(tunnel.address.clone()),
-            kms_ca_file: self.ca,
+            kms_ca_file: self.ca.clone(),
             // The local KMS holds the endpoint's port on this loopback, so the forwarder takes a free one.
             kms_forward_port: Some(0),
-        };
-        let config = KmsConfig::from_flags(&flags).unwrap().unwrap();
+            kms_policy_pcr0: self.policy_pcr0.clone(),
+        }
+    }
+
+    pub async fn start(self, _local: &LocalKms, tunnel: &Tunnel, nsm: MockNsm) -> Kms {
+        let config = KmsConfig::from_flags(&self.flags(tunnel)).unwrap().unwrap();
         Kms::start(config, Arc::new(nsm), self.credentials)
             .await
             .unwrap()

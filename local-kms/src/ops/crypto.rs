@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use super::{check_symmetric, refuse_dry_run};
 use crate::blob;
 use crate::error::KmsError;
-use crate::kms::{decode_b64, Kms, Recipient};
+use crate::kms::{decode_b64, Caller, Kms, Recipient};
 
 /// KMS's bounds: Encrypt takes at most 4096 bytes; data keys and random strings are 1 to 1024 bytes.
 const MAX_ENCRYPT_PLAINTEXT: usize = 4096;
@@ -60,7 +60,7 @@ pub(crate) struct GenerateRandom {
     recipient: Option<Recipient>,
 }
 
-pub(crate) fn encrypt(kms: &Kms, req: Encrypt) -> Result<Value, KmsError> {
+pub(crate) fn encrypt(kms: &Kms, caller: &Caller, req: Encrypt) -> Result<Value, KmsError> {
     refuse_dry_run(req.dry_run)?;
     check_symmetric(req.encryption_algorithm.as_deref())?;
     let plaintext = decode_b64(&req.plaintext, "Plaintext")?;
@@ -69,8 +69,10 @@ pub(crate) fn encrypt(kms: &Kms, req: Encrypt) -> Result<Value, KmsError> {
             "Plaintext must be 1 to {MAX_ENCRYPT_PLAINTEXT} bytes"
         )));
     }
-    let key = kms.key(&req.key_id)?;
+    let key = kms.key(&req.key_id, caller)?;
     kms.check_usable(&key)?;
+    // Encrypt takes no Recipient, so the policy sees no attestation.
+    kms.authorize(&key, "kms:Encrypt", caller)?;
     let id = &key.record.key_id;
     let sealed = blob::seal(
         &key.material,
@@ -80,25 +82,24 @@ pub(crate) fn encrypt(kms: &Kms, req: Encrypt) -> Result<Value, KmsError> {
     )?;
     Ok(json!({
         "CiphertextBlob": b64(&sealed),
-        "KeyId": kms.arn(id),
+        "KeyId": kms.answered_key_id(&key),
         "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
     }))
 }
 
-pub(crate) fn decrypt(kms: &Kms, req: Decrypt) -> Result<Value, KmsError> {
+pub(crate) fn decrypt(kms: &Kms, caller: &Caller, req: Decrypt) -> Result<Value, KmsError> {
     refuse_dry_run(req.dry_run)?;
     check_symmetric(req.encryption_algorithm.as_deref())?;
     let raw = decode_b64(&req.ciphertext_blob, "CiphertextBlob")?;
     let parsed = blob::parse(&raw)?;
-    let key = kms.key(parsed.key_id).map_err(|e| match e {
+    // The blob names its key by id; it is found in whatever account holds it (cross-account decrypt is
+    // then up to that key's policy).
+    let key = kms.store().get(parsed.key_id).ok_or_else(|| {
         // A blob naming a key we do not hold is not ours.
-        KmsError::NotFound(_) => {
-            KmsError::InvalidCiphertext("The ciphertext names an unknown key".into())
-        }
-        other => other,
+        KmsError::InvalidCiphertext("The ciphertext names an unknown key".into())
     })?;
     if let Some(given) = req.key_id.as_deref() {
-        if kms.key(given)?.record.key_id != key.record.key_id {
+        if kms.key(given, caller)?.record.key_id != key.record.key_id {
             return Err(KmsError::IncorrectKey(
                 "The key ID in the request does not identify the key that encrypted the ciphertext"
                     .into(),
@@ -106,7 +107,7 @@ pub(crate) fn decrypt(kms: &Kms, req: Decrypt) -> Result<Value, KmsError> {
         }
     }
     kms.check_usable(&key)?;
-    let delivery = kms.delivery(req.recipient.as_ref(), Some(&key))?;
+    let delivery = kms.delivery(req.recipient.as_ref(), Some((&key, "kms:Decrypt", caller)))?;
     let plaintext = blob::open(
         &parsed,
         &key.material,
@@ -114,13 +115,17 @@ pub(crate) fn decrypt(kms: &Kms, req: Decrypt) -> Result<Value, KmsError> {
     )?;
     let (field, value) = kms.deliver(&delivery, &plaintext)?;
     let mut out = Map::new();
-    out.insert("KeyId".into(), json!(kms.arn(&key.record.key_id)));
+    out.insert("KeyId".into(), json!(kms.answered_key_id(&key)));
     out.insert("EncryptionAlgorithm".into(), json!("SYMMETRIC_DEFAULT"));
     out.insert(field.into(), json!(value));
     Ok(Value::Object(out))
 }
 
-pub(crate) fn generate_data_key(kms: &Kms, req: GenerateDataKey) -> Result<Value, KmsError> {
+pub(crate) fn generate_data_key(
+    kms: &Kms,
+    caller: &Caller,
+    req: GenerateDataKey,
+) -> Result<Value, KmsError> {
     refuse_dry_run(req.dry_run)?;
     let len = match (req.key_spec.as_deref(), req.number_of_bytes) {
         (Some("AES_256"), None) => 32,
@@ -147,9 +152,12 @@ pub(crate) fn generate_data_key(kms: &Kms, req: GenerateDataKey) -> Result<Value
             ))
         }
     };
-    let key = kms.key(&req.key_id)?;
+    let key = kms.key(&req.key_id, caller)?;
     kms.check_usable(&key)?;
-    let delivery = kms.delivery(req.recipient.as_ref(), Some(&key))?;
+    let delivery = kms.delivery(
+        req.recipient.as_ref(),
+        Some((&key, "kms:GenerateDataKey", caller)),
+    )?;
     let data_key = random(len)?;
     let id = &key.record.key_id;
     let sealed = blob::seal(
@@ -160,7 +168,7 @@ pub(crate) fn generate_data_key(kms: &Kms, req: GenerateDataKey) -> Result<Value
     )?;
     let (field, value) = kms.deliver(&delivery, &data_key)?;
     let mut out = Map::new();
-    out.insert("KeyId".into(), json!(kms.arn(id)));
+    out.insert("KeyId".into(), json!(kms.answered_key_id(&key)));
     out.insert("CiphertextBlob".into(), json!(b64(&sealed)));
     out.insert(field.into(), json!(value));
     Ok(Value::Object(out))

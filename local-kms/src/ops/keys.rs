@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::refuse_dry_run;
 use crate::error::KmsError;
-use crate::kms::{now_secs, Kms};
+use crate::kms::{now_secs, Caller, Kms};
 use crate::store::{Key, KeyState};
 
 const DAY_SECS: u64 = 86_400;
@@ -17,6 +17,8 @@ pub(super) struct CreateKey {
     key_spec: Option<String>,
     customer_master_key_spec: Option<String>,
     key_usage: Option<String>,
+    policy: Option<String>,
+    bypass_policy_lockout_safety_check: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -33,7 +35,7 @@ pub(super) struct ScheduleKeyDeletion {
     dry_run: Option<bool>,
 }
 
-pub(super) fn create(kms: &Kms, req: CreateKey) -> Result<Value, KmsError> {
+pub(super) fn create(kms: &Kms, caller: &Caller, req: CreateKey) -> Result<Value, KmsError> {
     for spec in [&req.key_spec, &req.customer_master_key_spec]
         .into_iter()
         .flatten()
@@ -55,28 +57,51 @@ pub(super) fn create(kms: &Kms, req: CreateKey) -> Result<Value, KmsError> {
             "Description is longer than 8192 characters".into(),
         ));
     }
-    let key = kms
-        .store()
-        .create(&new_key_id()?, &description, now_secs())?;
+    // The lockout check is not modelled: the stored policy is what is evaluated either way.
+    let _ = req.bypass_policy_lockout_safety_check;
+    if let Some(policy) = &req.policy {
+        crate::policy::validate(policy).map_err(KmsError::MalformedPolicy)?;
+    }
+    let account = (caller.account != kms.account()).then_some(caller.account.as_str());
+    let key = kms.store().create(
+        &new_key_id()?,
+        &description,
+        now_secs(),
+        account,
+        req.policy,
+    )?;
     Ok(json!({ "KeyMetadata": metadata(kms, &key) }))
 }
 
-pub(super) fn describe(kms: &Kms, req: KeyOnly) -> Result<Value, KmsError> {
-    let key = kms.key(&req.key_id)?;
+pub(super) fn describe(kms: &Kms, caller: &Caller, req: KeyOnly) -> Result<Value, KmsError> {
+    let key = kms.key(&req.key_id, caller)?;
+    kms.authorize(&key, "kms:DescribeKey", caller)?;
     Ok(json!({ "KeyMetadata": metadata(kms, &key) }))
 }
 
-pub(super) fn enable(kms: &Kms, req: KeyOnly) -> Result<Value, KmsError> {
-    set_enabled(kms, &req.key_id, KeyState::Enabled)
+pub(super) fn enable(kms: &Kms, caller: &Caller, req: KeyOnly) -> Result<Value, KmsError> {
+    set_enabled(kms, caller, &req.key_id, KeyState::Enabled)
 }
 
-pub(super) fn disable(kms: &Kms, req: KeyOnly) -> Result<Value, KmsError> {
-    set_enabled(kms, &req.key_id, KeyState::Disabled)
+pub(super) fn disable(kms: &Kms, caller: &Caller, req: KeyOnly) -> Result<Value, KmsError> {
+    set_enabled(kms, caller, &req.key_id, KeyState::Disabled)
 }
 
-fn set_enabled(kms: &Kms, key_id: &str, state: KeyState) -> Result<Value, KmsError> {
-    let id = kms.key(key_id)?.record.key_id;
-    let arn = kms.arn(&id);
+fn set_enabled(
+    kms: &Kms,
+    caller: &Caller,
+    key_id: &str,
+    state: KeyState,
+) -> Result<Value, KmsError> {
+    let key = kms.key(key_id, caller)?;
+    let action = if state == KeyState::Enabled {
+        "kms:EnableKey"
+    } else {
+        "kms:DisableKey"
+    };
+    kms.authorize(&key, action, caller)?;
+    let arn = kms.arn(&key);
+    let id = key.record.key_id;
     kms.store().update(&id, &arn, |record| {
         if record.state == KeyState::PendingDeletion {
             return Err(KmsError::InvalidState(format!(
@@ -89,7 +114,11 @@ fn set_enabled(kms: &Kms, key_id: &str, state: KeyState) -> Result<Value, KmsErr
     Ok(json!({}))
 }
 
-pub(super) fn schedule_deletion(kms: &Kms, req: ScheduleKeyDeletion) -> Result<Value, KmsError> {
+pub(super) fn schedule_deletion(
+    kms: &Kms,
+    caller: &Caller,
+    req: ScheduleKeyDeletion,
+) -> Result<Value, KmsError> {
     refuse_dry_run(req.dry_run)?;
     let days = req.pending_window_in_days.unwrap_or(30);
     if !(7..=30).contains(&days) {
@@ -97,8 +126,10 @@ pub(super) fn schedule_deletion(kms: &Kms, req: ScheduleKeyDeletion) -> Result<V
             "PendingWindowInDays must be between 7 and 30".into(),
         ));
     }
-    let id = kms.key(&req.key_id)?.record.key_id;
-    let arn = kms.arn(&id);
+    let key = kms.key(&req.key_id, caller)?;
+    kms.authorize(&key, "kms:ScheduleKeyDeletion", caller)?;
+    let arn = kms.arn(&key);
+    let id = key.record.key_id;
     let key = kms.store().update(&id, &arn, |record| {
         if record.state == KeyState::PendingDeletion {
             return Err(KmsError::InvalidState(format!(
@@ -118,9 +149,11 @@ pub(super) fn schedule_deletion(kms: &Kms, req: ScheduleKeyDeletion) -> Result<V
 }
 
 /// Like KMS, a cancelled deletion leaves the key disabled.
-pub(super) fn cancel_deletion(kms: &Kms, req: KeyOnly) -> Result<Value, KmsError> {
-    let id = kms.key(&req.key_id)?.record.key_id;
-    let arn = kms.arn(&id);
+pub(super) fn cancel_deletion(kms: &Kms, caller: &Caller, req: KeyOnly) -> Result<Value, KmsError> {
+    let key = kms.key(&req.key_id, caller)?;
+    kms.authorize(&key, "kms:CancelKeyDeletion", caller)?;
+    let arn = kms.arn(&key);
+    let id = key.record.key_id;
     kms.store().update(&id, &arn, |record| {
         if record.state != KeyState::PendingDeletion {
             return Err(KmsError::InvalidState(format!(
@@ -138,9 +171,9 @@ pub(super) fn cancel_deletion(kms: &Kms, req: KeyOnly) -> Result<Value, KmsError
 fn metadata(kms: &Kms, key: &Key) -> Value {
     let r = &key.record;
     let mut meta = json!({
-        "AWSAccountId": kms.account(),
+        "AWSAccountId": kms.key_account(key),
         "KeyId": r.key_id,
-        "Arn": kms.arn(&r.key_id),
+        "Arn": kms.arn(key),
         "CreationDate": r.creation_date,
         "Enabled": r.state == KeyState::Enabled,
         "Description": r.description,
@@ -160,7 +193,7 @@ fn metadata(kms: &Kms, key: &Key) -> Value {
 }
 
 /// A random (version 4) UUID, KMS's key id format.
-fn new_key_id() -> Result<String, KmsError> {
+pub(super) fn new_key_id() -> Result<String, KmsError> {
     let mut b = [0u8; 16];
     aws_lc_rs::rand::fill(&mut b)
         .map_err(|_| KmsError::Internal("random generation failed".into()))?;

@@ -6,12 +6,13 @@
 
 mod crypto;
 mod keys;
+mod policies;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::KmsError;
-use crate::kms::Kms;
+use crate::kms::{Caller, Kms};
 
 /// The prefix of every KMS target.
 pub const TARGET_PREFIX: &str = "TrentService.";
@@ -20,22 +21,26 @@ pub const TARGET_PREFIX: &str = "TrentService.";
 ///
 /// # Errors
 /// [`KmsError::UnknownOperation`] for a target we do not implement; the operation's own errors.
-pub fn handle(kms: &Kms, target: &str, body: &[u8]) -> Result<Value, KmsError> {
+pub fn handle(kms: &Kms, caller: &Caller, target: &str, body: &[u8]) -> Result<Value, KmsError> {
     let op = target.strip_prefix(TARGET_PREFIX).ok_or_else(|| {
         KmsError::UnknownOperation(format!(
             "X-Amz-Target must be {TARGET_PREFIX}<Operation>, got {target:?}"
         ))
     })?;
     match op {
-        "CreateKey" => keys::create(kms, parse(body)?),
-        "DescribeKey" => keys::describe(kms, parse(body)?),
-        "EnableKey" => keys::enable(kms, parse(body)?),
-        "DisableKey" => keys::disable(kms, parse(body)?),
-        "ScheduleKeyDeletion" => keys::schedule_deletion(kms, parse(body)?),
-        "CancelKeyDeletion" => keys::cancel_deletion(kms, parse(body)?),
-        "Encrypt" => crypto::encrypt(kms, parse(body)?),
-        "Decrypt" => crypto::decrypt(kms, parse(body)?),
-        "GenerateDataKey" => crypto::generate_data_key(kms, parse(body)?),
+        "CreateKey" => keys::create(kms, caller, parse(body)?),
+        "DescribeKey" => keys::describe(kms, caller, parse(body)?),
+        "EnableKey" => keys::enable(kms, caller, parse(body)?),
+        "DisableKey" => keys::disable(kms, caller, parse(body)?),
+        "ScheduleKeyDeletion" => keys::schedule_deletion(kms, caller, parse(body)?),
+        "CancelKeyDeletion" => keys::cancel_deletion(kms, caller, parse(body)?),
+        "GetKeyPolicy" => policies::get(kms, caller, parse(body)?),
+        "PutKeyPolicy" => policies::put(kms, caller, parse(body)?),
+        "ListGrants" => policies::list_grants(kms, caller, parse(body)?),
+        "CreateAlias" => policies::create_alias(kms, caller, parse(body)?),
+        "Encrypt" => crypto::encrypt(kms, caller, parse(body)?),
+        "Decrypt" => crypto::decrypt(kms, caller, parse(body)?),
+        "GenerateDataKey" => crypto::generate_data_key(kms, caller, parse(body)?),
         "GenerateRandom" => crypto::generate_random(kms, parse(body)?),
         other => Err(KmsError::UnknownOperation(format!(
             "Operation {other} is not supported by the local KMS"

@@ -134,13 +134,18 @@ impl Drop for Server {
 
 /// An SDK client for `127.0.0.1:port` with static test credentials, region us-east-1, and bounded timeouts.
 pub fn client(port: u16) -> aws_sdk_kms::Client {
+    client_as(port, "test")
+}
+
+/// Like [`client`], signing with access key id `access_key_id` (`--credential-account` maps it to an account).
+pub fn client_as(port: u16, access_key_id: &str) -> aws_sdk_kms::Client {
     let timeouts = aws_sdk_kms::config::timeout::TimeoutConfig::builder()
         .operation_timeout(Duration::from_secs(20))
         .build();
     let config = aws_sdk_kms::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .credentials_provider(Credentials::new(access_key_id, "test", None, None, "test"))
         .endpoint_url(format!("http://127.0.0.1:{port}"))
         .timeout_config(timeouts)
         .build();
