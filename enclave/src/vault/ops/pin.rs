@@ -215,6 +215,7 @@ impl Ctx<'_> {
             .commit(self.owner, slot, meta, Some((dek, state)))
             .await?;
         tracing::info!(vault = self.owner, status, "PIN operation done");
+        let new_utks = utk_strings_v1(&new_utks);
         let mut reply = object(json!({"status": status, "new_utks": new_utks}));
         if let Some(c) = credential {
             reply.insert("encrypted_credential".into(), c.into());
