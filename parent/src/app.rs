@@ -157,6 +157,13 @@ pub async fn run(
         metrics.clone(),
         stop_rx.clone(),
     ));
+    let stream_status = crate::stream::StreamStatus::new(config.nats.enrollment_stream.clone());
+    tasks.spawn(crate::stream::run(
+        client.clone(),
+        stream_status.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
     tasks.spawn(publisher(
         client.clone(),
         publish_rx,
@@ -176,6 +183,7 @@ pub async fn run(
         attestation_policy: http::views::attestation_policy(&config.attestation),
         storage: storage_probe,
         kms_allow_entries: config.kms.as_ref().map(|k| k.allow.iter().count()),
+        enrollment_stream: stream_status,
     });
     tasks.spawn(http::serve(
         http_listener,

@@ -1,6 +1,12 @@
 //! NATS → enclave → NATS. Subscribes, forwards each message as an opaque request, publishes what
 //! the enclave returns on core NATS (never a JetStream publish: VettID's JetStream replies stalled
-//! for a PubAck and then went out twice, defect G14).
+//! for a PubAck and then went out twice, defect G14). The `ENROLLMENT` stream ([`crate::stream`])
+//! still keeps the app answers, because a stream stores core publishes on its subjects too.
+//!
+//! App requests (`OwnerSpace.*.forVault.*`) are also answered on their correlated subject
+//! ([`crate::correlate`]): the enclave's answer on the legacy app subject is published there
+//! again, and the parent's own error replies go there too. One answer per request per subject:
+//! the queue group gives each request to one parent, and that parent publishes each subject once.
 //!
 //! Back-pressure: a message is pulled from the subscriptions only once a slot (one of
 //! `max_in_flight`) is free, so when the enclave is slow the parent stops pulling rather than
@@ -22,6 +28,7 @@ use vettid_link::RpcError;
 use vettid_protocol::{ErrorCode, NatsMessage, NatsReply, Request, Response};
 
 use crate::config::Config;
+use crate::correlate::AppSubjects;
 use crate::enclave_link::EnclaveLink;
 use crate::metrics::{Metrics, Outcome, SubjectFamily};
 use crate::reply::ParentError;
@@ -139,25 +146,31 @@ impl Bridge {
         let started = Instant::now();
         let family = SubjectFamily::of(&msg.subject);
         self.metrics.in_flight.inc();
+        let app = AppSubjects::of(&msg.subject, &msg.payload);
+        if app.as_ref().is_some_and(|a| a.correlated.is_none()) {
+            self.metrics.uncorrelated_app_requests.inc();
+        }
         let result = self.call_enclave(&msg).await;
         let outcome = match result {
             Ok(reply) => {
                 if let (Some(inbox), Some(body)) = (&msg.reply, reply.reply) {
                     self.publish(inbox.to_string(), body).await;
                 }
-                for p in reply.publish {
-                    if valid_publish_subject(&p.subject) {
-                        self.publish(p.subject, p.payload).await;
-                    } else {
-                        self.metrics.publish_errors.inc();
-                        tracing::error!("enclave asked to publish on an invalid subject");
-                    }
-                }
+                self.publish_enclave_answers(app.as_ref(), reply.publish)
+                    .await;
                 Outcome::Ok
             }
             Err(err) => {
+                let body = err.to_json(app.as_ref());
                 if let Some(inbox) = &msg.reply {
-                    self.publish(inbox.to_string(), err.to_json()).await;
+                    self.publish(inbox.to_string(), body.clone()).await;
+                }
+                // The correlated subject is this request's alone, so an app waiting there
+                // without an inbox learns at once that no answer is coming (v1 sent nothing and
+                // the app waited out its timeout). The shared legacy subject gets nothing, as in
+                // v1: its listeners cannot tell whose request failed.
+                if let Some(correlated) = app.and_then(|a| a.correlated) {
+                    self.publish(correlated, body).await;
                 }
                 tracing::debug!(subject = %msg.subject, code = err.code(), "request answered by the parent");
                 match err {
@@ -172,6 +185,34 @@ impl Bridge {
         self.metrics.in_flight.dec();
         self.metrics
             .observe(family, outcome, started.elapsed().as_secs_f64());
+    }
+
+    /// Publishes what the enclave asked for, and mirrors its answer on the request's
+    /// legacy app subject onto the correlated one (once, even if the enclave listed it twice).
+    async fn publish_enclave_answers(
+        &self,
+        app: Option<&AppSubjects>,
+        publications: Vec<vettid_protocol::Publication>,
+    ) {
+        let mut correlated = app.and_then(|a| a.correlated.as_deref());
+        for p in publications {
+            if !valid_publish_subject(&p.subject) {
+                self.metrics.publish_errors.inc();
+                tracing::error!("enclave asked to publish on an invalid subject");
+                continue;
+            }
+            let mirror = match (app, correlated) {
+                (Some(a), Some(c)) if p.subject == a.legacy => {
+                    correlated = None;
+                    Some((c.to_owned(), p.payload.clone()))
+                }
+                _ => None,
+            };
+            self.publish(p.subject, p.payload).await;
+            if let Some((subject, payload)) = mirror {
+                self.publish(subject, payload).await;
+            }
+        }
     }
 
     async fn call_enclave(&self, msg: &Message) -> Result<NatsReply, ParentError> {

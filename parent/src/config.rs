@@ -80,6 +80,7 @@ struct NatsFile {
     require_tls: bool,
     queue_group: String,
     name: String,
+    enrollment_stream: crate::stream::config::EnrollmentStreamFile,
 }
 
 impl Default for NatsFile {
@@ -91,6 +92,7 @@ impl Default for NatsFile {
             require_tls: false,
             queue_group: "vettid-enclave".into(),
             name: "vettid-parent".into(),
+            enrollment_stream: Default::default(),
         }
     }
 }
@@ -217,6 +219,8 @@ pub struct NatsConfig {
     pub queue_group: String,
     /// Connection name shown by the server.
     pub name: String,
+    /// `[nats.enrollment_stream]`: the `ENROLLMENT` stream v1 clients need ([`crate::stream`]).
+    pub enrollment_stream: crate::stream::EnrollmentStreamConfig,
 }
 
 /// Enclave link settings.
@@ -359,6 +363,8 @@ impl Config {
             600_000,
             &mut problems,
         );
+        let enrollment_stream =
+            crate::stream::config::validate(&f.nats.enrollment_stream, &mut problems);
         let attestation = attestation_config(&f.attestation, &mut problems);
         let storage =
             crate::storage::config::validate(&f.storage, f.enclave.max_frame_len, &mut problems);
@@ -387,6 +393,7 @@ impl Config {
                         require_tls: f.nats.require_tls,
                         queue_group: f.nats.queue_group,
                         name: f.nats.name,
+                        enrollment_stream,
                     },
                     enclave: EnclaveConfig {
                         address,

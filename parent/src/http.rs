@@ -7,7 +7,8 @@
 //!
 //! Besides liveness, `/health` reports what `vettid health` shows operators: what the enclave's
 //! attestation was checked against, the link's last error, the object store's reachability
-//! ([`probe`], cached) and the KMS tunnel ([`views`]). Those do not change `healthy` or the
+//! ([`probe`], cached), the KMS tunnel ([`views`]) and the `ENROLLMENT` stream
+//! ([`crate::stream`]). Those do not change `healthy`, `/ready` or the
 //! status code: restarting the parent cannot fix an S3 outage or a KMS policy, so a load balancer
 //! or watchdog acting on `/health` must not see them as the parent's death.
 
@@ -62,6 +63,8 @@ pub struct HttpState {
     pub storage: StorageProbe,
     /// Entries of `[kms] allow`; `None` without a `[kms]` section.
     pub kms_allow_entries: Option<usize>,
+    /// The `ENROLLMENT` stream's last check.
+    pub enrollment_stream: std::sync::Arc<crate::stream::StreamStatus>,
 }
 
 impl HttpState {
@@ -128,6 +131,7 @@ impl HttpState {
         let (healthy, mut body) = self.health();
         body["storage"] = self.storage.json().await;
         body["kms"] = views::kms(&self.metrics, self.kms_allow_entries);
+        body["enrollment_stream"] = self.enrollment_stream.json();
         (healthy, body)
     }
 

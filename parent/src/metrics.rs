@@ -248,6 +248,17 @@ pub struct Metrics {
     pub nats_slow_consumer: Counter,
     /// Publications (replies included) that failed.
     pub publish_errors: Counter,
+    /// App requests (`OwnerSpace.*.forVault.*`) without a usable `id`, so without a correlated
+    /// answer subject.
+    pub uncorrelated_app_requests: Counter,
+    /// 1 while the `ENROLLMENT` stream exists and covers the app subjects.
+    pub enrollment_stream_ready: Gauge,
+    /// Messages in the `ENROLLMENT` stream at the last check.
+    pub enrollment_stream_messages: Gauge,
+    /// Bytes in the `ENROLLMENT` stream at the last check.
+    pub enrollment_stream_bytes: Gauge,
+    /// Times this parent created the `ENROLLMENT` stream.
+    pub enrollment_stream_created: Counter,
     /// Object-store calls by operation and outcome.
     pub storage_requests: Family<StorageLabels, Counter>,
     /// KMS tunnel attempts by outcome.
@@ -292,6 +303,11 @@ impl Metrics {
             nats_reconnects: Counter::default(),
             nats_slow_consumer: Counter::default(),
             publish_errors: Counter::default(),
+            uncorrelated_app_requests: Counter::default(),
+            enrollment_stream_ready: Gauge::default(),
+            enrollment_stream_messages: Gauge::default(),
+            enrollment_stream_bytes: Gauge::default(),
+            enrollment_stream_created: Counter::default(),
             storage_requests: Family::default(),
             kms_tunnels: Family::default(),
             kms_tunnels_active: Gauge::default(),
@@ -357,6 +373,31 @@ impl Metrics {
             "publish_errors",
             "Publications that failed",
             m.publish_errors.clone(),
+        );
+        registry.register(
+            "uncorrelated_app_requests",
+            "App requests without a usable id, answered on no correlated subject",
+            m.uncorrelated_app_requests.clone(),
+        );
+        registry.register(
+            "enrollment_stream_ready",
+            "1 while the ENROLLMENT stream exists and covers the app subjects",
+            m.enrollment_stream_ready.clone(),
+        );
+        registry.register(
+            "enrollment_stream_messages",
+            "Messages in the ENROLLMENT stream at the last check",
+            m.enrollment_stream_messages.clone(),
+        );
+        registry.register(
+            "enrollment_stream_bytes",
+            "Bytes in the ENROLLMENT stream at the last check",
+            m.enrollment_stream_bytes.clone(),
+        );
+        registry.register(
+            "enrollment_stream_created",
+            "Times this parent created the ENROLLMENT stream",
+            m.enrollment_stream_created.clone(),
         );
         registry.register(
             "storage_requests",

@@ -1,8 +1,12 @@
 //! The few replies the parent writes itself, when the enclave cannot answer. Same shape as the
-//! enclave's errors (`{type:"error", error, code, timestamp}`) so clients need one parser; no
-//! `event_id`, because finding it would mean reading the app payload, which the parent does not do.
+//! enclave's errors (`{type:"error", error, code, event_id?, request_type?, timestamp}`) so
+//! clients need one parser. `event_id` and `request_type` are there only for app requests
+//! (`OwnerSpace.*.forVault.*`), whose `id` the parent reads to name the correlated subject
+//! ([`crate::correlate`]); an app waiting there matches the answer by them.
 
 use bytes::Bytes;
+
+use crate::correlate::AppSubjects;
 
 /// Why the parent answered instead of the enclave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,14 +45,39 @@ impl ParentError {
         }
     }
 
-    /// The JSON error payload.
-    pub fn to_json(self) -> Bytes {
-        let body = serde_json::json!({
+    /// The JSON error payload, with `event_id` and `request_type` when `app` has them.
+    pub fn to_json(self, app: Option<&AppSubjects>) -> Bytes {
+        let mut body = serde_json::json!({
             "type": "error",
             "error": self.message(),
             "code": self.code(),
             "timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
         });
+        if let Some(app) = app {
+            if let Some(id) = &app.event_id {
+                body["event_id"] = id.as_str().into();
+            }
+            body["request_type"] = app.op.as_str().into();
+        }
         Bytes::from(body.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_errors_carry_event_id_and_request_type() {
+        let app = AppSubjects::of("OwnerSpace.u.forVault.pin", br#"{"id":"e-1"}"#);
+        let v: serde_json::Value =
+            serde_json::from_slice(&ParentError::EnclaveTimeout.to_json(app.as_ref())).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["code"], "enclave_timeout");
+        assert_eq!(v["event_id"], "e-1");
+        assert_eq!(v["request_type"], "pin");
+        let v: serde_json::Value =
+            serde_json::from_slice(&ParentError::Busy.to_json(None)).unwrap();
+        assert!(v.get("event_id").is_none() && v.get("request_type").is_none());
     }
 }

@@ -184,23 +184,31 @@ pub struct Utk {
     pub public_key: [u8; 32],
 }
 
-/// Parse a UTK list `[{"id": "utk-…", "public_key": b64}]`.
+/// Parse a UTK list: `[{"id": "utk-…", "public_key": b64}]` (`pin.setup`, `credential.create`,
+/// secrets), or v1's `["utk-…:b64"]` strings (`new_utks` of `pin.unlock` and `pin.change`).
 ///
 /// # Panics
-/// If `v` is not a list of that shape or a key is not 32 bytes of standard base64: a test reading a
-/// response should fail there, naming what was wrong.
+/// If `v` is not a list of either shape or a key is not 32 bytes of standard base64: a test
+/// reading a response should fail there, naming what was wrong.
 pub fn parse_utks(v: &Value) -> Vec<Utk> {
     let list = v
         .as_array()
         .unwrap_or_else(|| panic!("UTK list must be a JSON array, got {v}"));
     list.iter()
         .map(|entry| {
-            let id = entry["id"]
-                .as_str()
-                .unwrap_or_else(|| panic!("UTK without a string id: {entry}"));
-            let key = entry["public_key"]
-                .as_str()
-                .unwrap_or_else(|| panic!("UTK {id} without a string public_key"));
+            let (id, key) = match entry.as_str() {
+                Some(s) => s
+                    .split_once(':')
+                    .unwrap_or_else(|| panic!("UTK string is not \"id:base64\": {s}")),
+                None => (
+                    entry["id"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("UTK without a string id: {entry}")),
+                    entry["public_key"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("UTK {entry} without a string public_key")),
+                ),
+            };
             let public_key = STANDARD
                 .decode(key)
                 .ok()

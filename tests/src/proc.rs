@@ -220,7 +220,18 @@ impl NatsServer {
         );
         self.stop();
         let mut cmd = Command::new(nats_server_bin());
-        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        // JetStream on, as deployed NATS runs: v1 clients need the parent's `ENROLLMENT`
+        // stream. Its store stays in the test's directory, so a restart finds the stream again.
+        let store = self.dir.join("jetstream");
+        cmd.args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-js",
+            "-sd",
+        ])
+        .arg(&store);
         self.child = Some(Child::spawn("nats-server", cmd, &self.dir.join("nats.log")));
         assert!(
             wait_tcp(&format!("127.0.0.1:{}", self.port), Duration::from_secs(10)),

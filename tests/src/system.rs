@@ -42,6 +42,10 @@ pub struct SystemOptions {
     /// by default the harness's vault enclaves also serve v1, as `scripts/dev` does, because most
     /// end-to-end tests drive the deployed apps' v1 shapes.
     pub v2_only: bool,
+    /// Let the parent create the `ENROLLMENT` stream (its production default). Off here by
+    /// default: the stream acknowledges every `forVault` request that has a reply inbox, and
+    /// the request/reply tests predate it.
+    pub enrollment_stream: bool,
 }
 
 /// A running system. Everything is killed when it is dropped.
@@ -206,8 +210,9 @@ impl System {
             })
             .replace("{MOCK_ROOT}", &self.mock_root_pem().display().to_string());
         let toml = format!(
-            "enclave_id = \"test-host\"\n[nats]\nurl = \"{}\"\n[enclave]\naddress = \"{}\"\nrequest_timeout_ms = 5000\n[http]\nlisten = \"127.0.0.1:{}\"\n[storage]\nbackend = \"fs\"\nfs.root = \"{}\"\n{}\n{}\n",
+            "enclave_id = \"test-host\"\n[nats]\nurl = \"{}\"\n[nats.enrollment_stream]\ncreate = {}\n[enclave]\naddress = \"{}\"\nrequest_timeout_ms = 5000\n[http]\nlisten = \"127.0.0.1:{}\"\n[storage]\nbackend = \"fs\"\nfs.root = \"{}\"\n{}\n{}\n",
             self.nats.url(),
+            self.opts.enrollment_stream,
             self.opts
                 .parent_enclave_address
                 .clone()
@@ -274,19 +279,47 @@ impl System {
     }
 }
 
-/// Sends a request and parses the JSON reply, with a bounded wait.
+/// Sends a request and parses the JSON reply, with a bounded wait. A JetStream PubAck on the
+/// inbox (`{"stream", "seq"}`: the `ENROLLMENT` stream stored the request) is not the answer and
+/// is skipped; nats-server's "no responders" status is an error, as `Client::request` makes it.
 pub async fn request_json(
     client: &async_nats::Client,
     subject: &str,
     payload: Value,
     limit: Duration,
 ) -> Result<Value, String> {
-    let call = client.request(subject.to_string(), payload.to_string().into());
-    match tokio::time::timeout(limit, call).await {
-        Err(_) => Err("timeout".into()),
-        Ok(Err(e)) => Err(format!("request error: {e}")),
-        Ok(Ok(msg)) => {
-            serde_json::from_slice(&msg.payload).map_err(|e| format!("reply not JSON: {e}"))
+    use futures::StreamExt as _;
+    let deadline = tokio::time::Instant::now() + limit;
+    let inbox = client.new_inbox();
+    let mut answers = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| format!("request error: {e}"))?;
+    client
+        .publish_with_reply(subject.to_string(), inbox, payload.to_string().into())
+        .await
+        .map_err(|e| format!("request error: {e}"))?;
+    loop {
+        match tokio::time::timeout_at(deadline, answers.next()).await {
+            Err(_) => return Err("timeout".into()),
+            Ok(None) => return Err("request error: subscription closed".into()),
+            Ok(Some(msg)) if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) => {
+                return Err("request error: no responders".into())
+            }
+            Ok(Some(msg)) => {
+                let v: Value = serde_json::from_slice(&msg.payload)
+                    .map_err(|e| format!("reply not JSON: {e}"))?;
+                if !is_pub_ack(&v) {
+                    return Ok(v);
+                }
+            }
         }
     }
+}
+
+/// A JetStream publish acknowledgement: `{"stream": …, "seq": …}` and nothing of a vault answer.
+pub fn is_pub_ack(v: &Value) -> bool {
+    v.get("stream").is_some_and(Value::is_string)
+        && v.get("seq").is_some_and(Value::is_u64)
+        && v.get("type").is_none()
 }

@@ -211,6 +211,20 @@ pub(super) fn proof_hash(proof: &[u8]) -> [u8; 32] {
     out
 }
 
+/// A UTK list from [`utk_json`] in v1's older wire shape, `"id:base64(public_key)"` strings:
+/// what v1's `pin.unlock` and `pin.change` answer as `new_utks` (its `EncodeUTKs`) and what
+/// deployed apps and VettID's driver parse there (docs/VAULT.md, "Where this vault differs
+/// from v1 on the wire"). Every other op answers objects, as v1 does.
+pub(super) fn utk_strings_v1(utks: &[Value]) -> Vec<Value> {
+    utks.iter()
+        .map(|u| {
+            let id = u["id"].as_str().unwrap_or_default();
+            let key = u["public_key"].as_str().unwrap_or_default();
+            Value::String(format!("{id}:{key}"))
+        })
+        .collect()
+}
+
 mod admin;
 mod credential;
 mod pin;

@@ -274,6 +274,12 @@ impl Ctx<'_> {
             .commit(self.owner, slot, meta, Some((dek, state)))
             .await?;
         tracing::info!(vault = self.owner, status, "PIN operation done");
+        // v1 apps parse `"id:base64"` strings here; a v2 reply has the one object shape.
+        let new_utks = if v2 {
+            new_utks
+        } else {
+            utk_strings_v1(&new_utks)
+        };
         let mut reply = object(json!({"status": status, "new_utks": new_utks}));
         if let Some(c) = credential {
             reply.insert("encrypted_credential".into(), c.into());

@@ -31,12 +31,25 @@ async fn enrol_credential_unlock_secrets_and_pin_change() {
     assert_eq!(r["status"], "created", "{r}");
     assert_eq!(r["event_id"], "r1");
     assert!(r["encrypted_credential"].is_string());
+    assert!(
+        r["new_utks"][0].is_object(),
+        "credential.create: UTK objects, as v1"
+    );
     live.extend(utks(&r["new_utks"]));
 
     let (id, _) = live.remove(0);
     let r = h.unlock("u1", &ecies, &id, "1234").await;
     assert_eq!(r["status"], "unlocked", "{r}");
     assert!(r["encrypted_credential"].is_string());
+    // v1's pin.unlock answers `new_utks` as "id:base64" strings (its EncodeUTKs).
+    let first = r["new_utks"][0]
+        .as_str()
+        .expect("pin.unlock new_utks are strings");
+    let (utk_id, key) = first.split_once(':').unwrap();
+    assert!(
+        utk_id.starts_with("utk") && B64.decode(key).unwrap().len() == 32,
+        "{first}"
+    );
     // The same UTK again: single use.
     let r = h.unlock("u1", &ecies, &id, "1234").await;
     assert_eq!(code(&r), "utk_invalid", "{r}");

@@ -285,11 +285,19 @@ pub(super) fn key(v: &Value) -> [u8; 32] {
     B64.decode(v.as_str().unwrap()).unwrap().try_into().unwrap()
 }
 
+/// A UTK list in either wire shape: `[{id, public_key}]`, or v1's `["id:base64"]` (`pin.unlock`,
+/// `pin.change`).
 pub(super) fn utks(v: &Value) -> Vec<(String, [u8; 32])> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|u| (u["id"].as_str().unwrap().to_owned(), key(&u["public_key"])))
+        .map(|u| match u.as_str() {
+            Some(s) => {
+                let (id, k) = s.split_once(':').unwrap();
+                (id.to_owned(), key(&Value::from(k)))
+            }
+            None => (u["id"].as_str().unwrap().to_owned(), key(&u["public_key"])),
+        })
         .collect()
 }
 
