@@ -22,7 +22,27 @@ pub struct EnclaveConfig {
     pub max_attestation_keys: usize,
     /// How long in-flight requests may run after SIGTERM.
     pub drain_grace: Duration,
+    /// Link connections served at once; one more is refused at accept. The parent holds one, and
+    /// opens its next while the enclave may not yet have declared the old one dead (up to the
+    /// link's `dead_after`); the supervisor's liveness probe (`vettid supervise-enclave`) holds
+    /// one more and may overlap its own reconnect the same way: 4. Anything else connecting is a
+    /// host opening links to use up enclave memory (each holds buffers up to the frame cap).
+    pub max_connections: usize,
+    /// Vault operations running at once across all connections. Each runs in its own task that
+    /// outlives its request when the parent stops waiting (so a counted PIN attempt is still
+    /// evaluated), so the link's per-connection request bound does not bound them: a host can keep
+    /// sending requests whose deadline passes at once. Past this, a vault request is answered
+    /// `busy` without starting. 512 is twice the honest parent's own in-flight bound
+    /// (`limits.max_in_flight`, 256), and keeps what waiting tasks hold (each its parsed
+    /// request, under 2 MiB) under 1 GiB.
+    pub max_vault_tasks: usize,
 }
+
+/// Default for [`EnclaveConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4;
+
+/// Default for [`EnclaveConfig::max_vault_tasks`].
+pub const DEFAULT_MAX_VAULT_TASKS: usize = 512;
 
 impl EnclaveConfig {
     /// Defaults for `listen`.
@@ -34,6 +54,8 @@ impl EnclaveConfig {
             attestation_key_ttl: Duration::from_secs(300),
             max_attestation_keys: 100_000,
             drain_grace: Duration::from_secs(10),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_vault_tasks: DEFAULT_MAX_VAULT_TASKS,
         }
     }
 }

@@ -24,6 +24,13 @@ struct Args {
     /// Requests served at once; beyond this the parent is told `busy`.
     #[arg(long, default_value_t = 4096)]
     max_concurrent: usize,
+    /// Link connections accepted at once (the parent, its reconnect, the supervisor's probe and
+    /// its reconnect); more are refused at accept.
+    #[arg(long, default_value_t = vettid_enclave::config::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Vault operations running at once; beyond this a vault request is answered `busy`.
+    #[arg(long, default_value_t = vettid_enclave::config::DEFAULT_MAX_VAULT_TASKS)]
+    max_vault_tasks: usize,
     /// Dev builds: directory holding the mock NSM root (mock-root.pem) so it survives restarts.
     #[arg(long, env = "VETTID_DEV_DIR")]
     dev_dir: Option<std::path::PathBuf>,
@@ -123,6 +130,8 @@ fn main() -> ExitCode {
     };
     let mut config = EnclaveConfig::new(listen);
     config.max_concurrent_requests = args.max_concurrent.max(1);
+    config.max_connections = args.max_connections.max(1);
+    config.max_vault_tasks = args.max_vault_tasks.max(1);
     let runtime = match runtime(args.worker_threads) {
         Ok(rt) => rt,
         Err(e) => {

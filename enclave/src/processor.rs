@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
 use vettid_link::{Handler, RequestCtx};
 use vettid_nsm::AttestationRequest;
 use vettid_protocol::{
@@ -22,12 +23,16 @@ use crate::state::EnclaveState;
 #[derive(Clone)]
 pub struct Processor {
     state: Arc<EnclaveState>,
+    /// One permit per running vault task ([`crate::EnclaveConfig::max_vault_tasks`]); a task
+    /// holds its permit until it ends, even after the request that started it was dropped.
+    vault_tasks: Arc<Semaphore>,
 }
 
 impl Processor {
     /// A processor over `state`.
     pub fn new(state: Arc<EnclaveState>) -> Self {
-        Self { state }
+        let vault_tasks = Arc::new(Semaphore::new(state.config.max_vault_tasks.max(1)));
+        Self { state, vault_tasks }
     }
 
     /// Shared state (for the server's housekeeping).
@@ -135,6 +140,10 @@ impl Processor {
     /// in memory. Cancelling half-way would leave both inconsistent. Instead the operation knows
     /// the parent's `deadline` and starts no new wait after it ([`crate::deadline`]), so its
     /// answer comes first.
+    ///
+    /// The tasks are bounded ([`crate::EnclaveConfig::max_vault_tasks`]): past the bound the
+    /// request is answered `busy` and nothing is started, so requests whose deadline passed
+    /// cannot pile up tasks that each hold their request.
     async fn vault(
         &self,
         owner: &router::OwnerSpace,
@@ -142,10 +151,16 @@ impl Processor {
         request: Map<String, Value>,
         deadline: Option<std::time::Instant>,
     ) -> Result<Body, ClientError> {
+        let Ok(permit) = self.vault_tasks.clone().try_acquire_owned() else {
+            tracing::warn!(op, "vault task bound reached; answering busy");
+            return Err(ClientError::Busy);
+        };
         let state = self.state.clone();
         let (owner, op) = (owner.clone(), op.to_owned());
         tokio::spawn(crate::deadline::scope(deadline, async move {
-            crate::vault::dispatch(&state, &owner, &op, &request).await
+            let result = crate::vault::dispatch(&state, &owner, &op, &request).await;
+            drop(permit);
+            result
         }))
         .await
         .unwrap_or(Err(ClientError::Internal))
@@ -221,4 +236,69 @@ pub fn reply_json(reply: &NatsReply) -> Option<Value> {
         .reply
         .as_ref()
         .and_then(|b: &Bytes| serde_json::from_slice(b).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EnclaveConfig;
+    use vettid_nsm::{MockNsm, MockPcrs};
+
+    fn processor(max_vault_tasks: usize) -> Processor {
+        let nsm = MockNsm::ephemeral(MockPcrs::from_measurement(b"processor tests")).unwrap();
+        let mut config = EnclaveConfig::new("tcp://127.0.0.1:1".parse().unwrap());
+        config.max_vault_tasks = max_vault_tasks;
+        Processor::new(Arc::new(EnclaveState::new(config, Arc::new(nsm)).unwrap()))
+    }
+
+    async fn code(p: &Processor, subject: &str, payload: &[u8]) -> Value {
+        let reply = p
+            .nats(NatsMessage {
+                subject: subject.into(),
+                reply: Some("_INBOX.1".into()),
+                headers: vec![],
+                payload: Bytes::copy_from_slice(payload),
+            })
+            .await;
+        reply_json(&reply).expect("a JSON reply")["code"].clone()
+    }
+
+    const SECRETS_LIST: &str = "OwnerSpace.user-1.forVault.secrets.list";
+
+    #[tokio::test]
+    async fn a_vault_request_past_the_task_bound_answers_busy_without_starting() {
+        let p = processor(3);
+        // Three tasks still running (their requests' deadlines may long have passed).
+        let held = p.vault_tasks.clone().try_acquire_many_owned(3).unwrap();
+        assert_eq!(code(&p, SECRETS_LIST, b"{}").await, "busy");
+        assert_eq!(p.vault_tasks.available_permits(), 0, "nothing was started");
+        // Health is not a vault task and still answers.
+        assert_eq!(code(&p, "enclave.health", b"{}").await, Value::Null);
+        drop(held);
+        // Under the bound the same request runs (and is refused for its own reason).
+        assert_eq!(code(&p, SECRETS_LIST, b"{}").await, "KMSNotConfigured");
+        assert_eq!(
+            p.vault_tasks.available_permits(),
+            3,
+            "the task gave its permit back"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_too_deep_or_too_busy_payload_gets_a_typed_error_and_the_next_request_is_served() {
+        let p = processor(4);
+        let deep = "[".repeat(100) + &"]".repeat(100);
+        let deep = format!("{{\"id\":\"r1\",\"payload\":{deep}}}");
+        assert_eq!(
+            code(&p, SECRETS_LIST, deep.as_bytes()).await,
+            "invalid_json"
+        );
+        let mut many = b"{\"a\":[".to_vec();
+        for _ in 0..100_000 {
+            many.extend_from_slice(b"{\"\":0},");
+        }
+        many.extend_from_slice(b"0]}");
+        assert_eq!(code(&p, SECRETS_LIST, &many).await, "payload_too_large");
+        assert_eq!(code(&p, SECRETS_LIST, b"{}").await, "KMSNotConfigured");
+    }
 }

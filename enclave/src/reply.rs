@@ -337,17 +337,158 @@ fn to_bytes(body: Map<String, Value>) -> Bytes {
     Bytes::from(serde_json::to_vec(&Value::Object(body)).unwrap_or_default())
 }
 
-/// Parses a payload as a JSON object, with the size bound.
+/// Deepest nesting of arrays and objects a payload may have. Real payloads nest two deep (the v1
+/// envelope `{id, payload: {…}}`), signed control commands three; 16 leaves room for any app
+/// version and stops `[[[[…` long before serde_json's own limit of 128.
+pub const MAX_PAYLOAD_DEPTH: usize = 16;
+
+/// Most JSON values (object keys count as values) a payload may hold. Real payloads hold about a
+/// dozen: a few fields whose values are long base64 strings. At the cap, the parsed tree costs at
+/// most about 0.7 MiB of overhead (a one-key object is the dearest at ~640 bytes of B-tree node),
+/// where 1 MiB of `{"a":[{"":0},…]}` cost 96 MiB unbounded.
+pub const MAX_PAYLOAD_VALUES: usize = 1024;
+
+/// Parses a payload as a JSON object, with the size and shape bounds.
+///
+/// The shape ([`MAX_PAYLOAD_DEPTH`], [`MAX_PAYLOAD_VALUES`]) is checked by a first pass that
+/// builds nothing, so a payload over a bound costs no more than reading it.
 ///
 /// # Errors
-/// [`ClientError::PayloadTooLarge`] or [`ClientError::InvalidJson`].
+/// [`ClientError::PayloadTooLarge`] over [`MAX_PAYLOAD_LEN`] or [`MAX_PAYLOAD_VALUES`];
+/// [`ClientError::InvalidJson`] for anything that is not a JSON object, or nested deeper than
+/// [`MAX_PAYLOAD_DEPTH`].
 pub fn parse_object(payload: &[u8]) -> Result<Map<String, Value>, ClientError> {
     if payload.len() > MAX_PAYLOAD_LEN {
         return Err(ClientError::PayloadTooLarge);
     }
+    shape::check(payload)?;
     match serde_json::from_slice(payload) {
         Ok(Value::Object(o)) => Ok(o),
         _ => Err(ClientError::InvalidJson),
+    }
+}
+
+/// The allocation-free first pass of [`parse_object`]: visits every value once, counting them
+/// and tracking depth, and keeps nothing (strings are seen borrowed or through serde_json's
+/// reused scratch buffer).
+mod shape {
+    use std::cell::Cell;
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+    use super::{ClientError, MAX_PAYLOAD_DEPTH, MAX_PAYLOAD_VALUES};
+
+    /// Which bound stopped the pass, if any.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Over {
+        No,
+        Depth,
+        Values,
+    }
+
+    struct Walk<'a> {
+        depth: usize,
+        values: &'a Cell<usize>,
+        over: &'a Cell<Over>,
+    }
+
+    pub(super) fn check(payload: &[u8]) -> Result<(), ClientError> {
+        let values = Cell::new(0);
+        let over = Cell::new(Over::No);
+        let walk = Walk {
+            depth: 0,
+            values: &values,
+            over: &over,
+        };
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        let result = walk.deserialize(&mut de).and_then(|()| de.end());
+        match (over.get(), result) {
+            (Over::Values, _) => Err(ClientError::PayloadTooLarge),
+            (Over::Depth, _) => Err(ClientError::InvalidJson),
+            (Over::No, Ok(())) => Ok(()),
+            (Over::No, Err(_)) => Err(ClientError::InvalidJson),
+        }
+    }
+
+    impl<'a> Walk<'a> {
+        /// Counts one value; refuses past the cap.
+        fn count<E: de::Error>(&self) -> Result<(), E> {
+            let n = self.values.get() + 1;
+            self.values.set(n);
+            if n > MAX_PAYLOAD_VALUES {
+                self.over.set(Over::Values);
+                return Err(E::custom("too many values"));
+            }
+            Ok(())
+        }
+
+        /// The walk one level down; refuses past the depth bound.
+        fn inner<E: de::Error>(&self) -> Result<Walk<'a>, E> {
+            if self.depth >= MAX_PAYLOAD_DEPTH {
+                self.over.set(Over::Depth);
+                return Err(E::custom("nested too deeply"));
+            }
+            Ok(Walk {
+                depth: self.depth + 1,
+                values: self.values,
+                over: self.over,
+            })
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+            self.count()
+        }
+
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+            self.count()
+        }
+
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+            self.count()
+        }
+
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+            self.count()
+        }
+
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+            self.count()
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            self.count()
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            self.count()?;
+            while seq.next_element_seed(self.inner()?)?.is_some() {}
+            Ok(())
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            self.count()?;
+            while map.next_key_seed(self.inner()?)?.is_some() {
+                map.next_value_seed(self.inner()?)?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -401,5 +542,45 @@ mod tests {
             Err(ClientError::PayloadTooLarge)
         );
         assert!(parse_object(b"{}").is_ok());
+    }
+
+    #[test]
+    fn payload_shape_is_bounded_before_a_value_is_built() {
+        // Many small objects: 96x the payload once parsed, unbounded.
+        let mut many = b"{\"a\":[".to_vec();
+        for _ in 0..MAX_PAYLOAD_VALUES {
+            many.extend_from_slice(b"{\"\":0},");
+        }
+        many.extend_from_slice(b"0]}");
+        assert!(matches!(
+            parse_object(&many),
+            Err(ClientError::PayloadTooLarge)
+        ));
+        // Depth: 16 levels parse, 17 do not (serde_json alone allows 128).
+        let nest = |levels: usize| {
+            let mut s = "{\"a\":".repeat(levels - 1) + "{}";
+            s.push_str(&"}".repeat(levels - 1));
+            s
+        };
+        assert!(parse_object(nest(MAX_PAYLOAD_DEPTH).as_bytes()).is_ok());
+        assert_eq!(
+            parse_object(nest(MAX_PAYLOAD_DEPTH + 1).as_bytes()),
+            Err(ClientError::InvalidJson)
+        );
+        assert_eq!(parse_object(&[b'['; 200]), Err(ClientError::InvalidJson));
+        // A real-shaped payload with long strings is untouched by the bounds.
+        let big = format!(
+            "{{\"id\":\"r1\",\"payload\":{{\"v\":2,\"utk_id\":\"u\",\"sealed\":\"{}\"}}}}",
+            "A".repeat(MAX_PAYLOAD_LEN - 100)
+        );
+        assert_eq!(parse_object(big.as_bytes()).unwrap().len(), 2);
+        // Exactly at the value cap: an object holding 511 key/value pairs plus itself is 1023.
+        let mut at = String::from("{");
+        for i in 0..(MAX_PAYLOAD_VALUES - 1) / 2 {
+            at.push_str(&format!("\"k{i}\":0,"));
+        }
+        at.pop();
+        at.push('}');
+        assert!(parse_object(at.as_bytes()).is_ok());
     }
 }

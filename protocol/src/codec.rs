@@ -8,8 +8,9 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::{CodecError, ErrorCode, WireError};
-use crate::frame::{Frame, FrameKind, LenientBody, LenientFrame, RequestId, WireFrame};
+use crate::frame::{Frame, FrameKind, RequestId, WireFrame};
 use crate::message::Request;
+use crate::outline::Outline;
 
 /// Size of the length prefix.
 pub const LENGTH_PREFIX_LEN: usize = 4;
@@ -126,12 +127,31 @@ impl FrameCodec {
 
 /// Decodes a frame body (without its prefix). Never fails: a bad body becomes
 /// [`Decoded::Invalid`] with as much context as could be recovered.
+///
+/// Memory: a structural pass ([`crate::outline`]) first refuses bodies over
+/// [`MAX_FRAME_ITEMS`](crate::MAX_FRAME_ITEMS) items or [`MAX_FRAME_DEPTH`](crate::MAX_FRAME_DEPTH)
+/// levels without allocating, and reads the kind, id and request type on the way; the typed
+/// decode then runs once, and a body it refuses is diagnosed from what the pass read, never by
+/// buffering the body again. A bad body therefore costs at most its own strings' length plus a
+/// bounded per-item overhead (measured in `protocol/tests/frame_memory.rs`).
 pub fn decode_body(body: &[u8]) -> Decoded {
     if body.is_empty() {
         return invalid(None, ErrorCode::Malformed, "empty frame");
     }
+    let outline = Outline::of(body);
+    if let Err(reason) = outline.checked {
+        if outline.kind.is_none() {
+            return invalid(
+                None,
+                ErrorCode::Malformed,
+                "frame is not a valid CBOR frame array",
+            );
+        }
+        return invalid(outline.id, ErrorCode::Malformed, reason);
+    }
     let mut rest = body;
     match ciborium::from_reader::<WireFrame, _>(&mut rest) {
+        // The outline pass already refused trailing bytes; kept so the decoder stands alone.
         Ok(_) if !rest.is_empty() => {
             invalid(None, ErrorCode::Malformed, "trailing bytes after frame")
         }
@@ -139,30 +159,34 @@ pub fn decode_body(body: &[u8]) -> Decoded {
         Ok(WireFrame::UnknownKind { id }) => {
             invalid(id, ErrorCode::UnknownKind, "unknown frame kind")
         }
-        Err(_) => diagnose(body),
+        Err(_) => diagnose(&outline),
     }
 }
 
-/// Works out, for a body that failed to decode, which request it was and why it failed.
-fn diagnose(body: &[u8]) -> Decoded {
-    let Ok(LenientFrame(kind, id, _, lenient_body)) =
-        ciborium::from_reader::<LenientFrame, _>(body)
-    else {
+/// Says, for a well-formed body that failed the typed decode, which request it was and why it
+/// failed, from what the outline pass read: a request whose body names one type this build does
+/// not know is `UnknownRequest`, anything else `Malformed`.
+fn diagnose(outline: &Outline<'_>) -> Decoded {
+    if outline.kind.is_none() {
         return invalid(
             None,
             ErrorCode::Malformed,
             "frame is not a valid CBOR frame array",
         );
-    };
-    if kind == FrameKind::Request {
-        if let Some(LenientBody::Map(m)) = &lenient_body {
-            if m.len() == 1 && m.keys().all(|k| !Request::NAMES.contains(&k.as_str())) {
-                return invalid(id, ErrorCode::UnknownRequest, "unknown request type");
+    }
+    if FrameKind::from_tag(outline.kind) == FrameKind::Request {
+        if let Some(name) = outline.body_key {
+            if !Request::NAMES.contains(&name) {
+                return invalid(
+                    outline.id,
+                    ErrorCode::UnknownRequest,
+                    "unknown request type",
+                );
             }
         }
     }
     invalid(
-        id,
+        outline.id,
         ErrorCode::Malformed,
         "frame body does not match its kind",
     )

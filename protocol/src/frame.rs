@@ -115,6 +115,21 @@ pub enum FrameKind {
     Unknown,
 }
 
+impl FrameKind {
+    /// The kind a wire tag names (`Unknown` for none or a tag this build does not know).
+    pub(crate) fn from_tag(tag: Option<&str>) -> Self {
+        match tag {
+            Some("hello") => FrameKind::Hello,
+            Some("req") => FrameKind::Request,
+            Some("res") => FrameKind::Response,
+            Some("err") => FrameKind::Error,
+            Some("evt") => FrameKind::Event,
+            Some("hb") => FrameKind::Heartbeat,
+            _ => FrameKind::Unknown,
+        }
+    }
+}
+
 impl Frame {
     /// The kind tag of this frame.
     pub fn kind(&self) -> FrameKind {
@@ -242,23 +257,4 @@ fn drain<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
         None => Ok(()),
         Some(_) => Err(de::Error::custom("frame array has more than four elements")),
     }
-}
-
-/// Second-chance decode used only when [`WireFrame`] failed: recovers kind and id so the error
-/// can be answered to the right request.
-#[derive(Deserialize)]
-pub(crate) struct LenientFrame(
-    pub FrameKind,
-    pub Option<u64>,
-    #[allow(dead_code)] pub IgnoredAny,
-    pub Option<LenientBody>,
-);
-
-/// The body of a frame that failed to decode, seen only as far as a request's type name.
-#[derive(Deserialize)]
-#[serde(untagged)]
-pub(crate) enum LenientBody {
-    Map(std::collections::BTreeMap<String, IgnoredAny>),
-    #[allow(dead_code)]
-    Other(IgnoredAny),
 }

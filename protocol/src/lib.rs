@@ -17,6 +17,7 @@ pub mod error;
 pub mod frame;
 pub mod io;
 pub mod message;
+mod outline;
 
 pub use codec::{Decoded, FrameCodec, DEFAULT_MAX_FRAME_LEN, LENGTH_PREFIX_LEN, MAX_WRITE_CHUNK};
 pub use error::{CodecError, ErrorCode, WireError};
@@ -25,6 +26,7 @@ pub use message::{
     AwsCredentials, Event, ListedObject, LogEvent, LogLevel, NatsMessage, NatsReply, Publication,
     PutCondition, Request, Response, StorageRequest, StorageResponse,
 };
+pub use outline::{MAX_FRAME_DEPTH, MAX_FRAME_ITEMS};
 
 /// Version of the frame format and message set. Peers with a different major version refuse
 /// each other at hello time; minor additions are signalled through capabilities instead.

@@ -357,6 +357,50 @@ fn trailing_bytes_inside_a_frame_are_rejected() {
 }
 
 #[test]
+fn a_body_over_the_item_cap_is_malformed_under_its_id_and_the_next_frame_decodes() {
+    // ["req", 21, 100, [0, 0, ...]] with one item more than the cap allows.
+    let n = MAX_FRAME_ITEMS as u32;
+    let mut body = vec![0x84, 0x63, b'r', b'e', b'q', 0x15, 0x18, 100, 0x9a];
+    body.extend_from_slice(&n.to_be_bytes());
+    body.resize(body.len() + n as usize, 0);
+    let mut buf = BytesMut::new();
+    buf.put_u32(body.len() as u32);
+    buf.extend_from_slice(&body);
+    buf.extend_from_slice(&encode(&samples()[2].1));
+    let codec = FrameCodec::default();
+    match codec.decode(&mut buf).unwrap().unwrap() {
+        Decoded::Invalid { id, error } => {
+            assert_eq!(id, Some(21));
+            assert_eq!(error.code, ErrorCode::Malformed);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        codec.decode(&mut buf).unwrap().unwrap(),
+        Decoded::Frame(samples()[2].1.clone())
+    );
+}
+
+#[test]
+fn the_largest_real_frame_a_full_listing_page_is_under_the_item_cap() {
+    // The parent caps a listing page at 1000 objects.
+    let frame = Frame::Response {
+        id: 1,
+        body: Response::Storage(StorageResponse::Listing {
+            objects: (0..1000)
+                .map(|i| ListedObject {
+                    key: format!("vaults/u{i}/vault.v2"),
+                    etag: format!("\"{i:032x}\""),
+                    size: 4 << 20,
+                })
+                .collect(),
+            continuation: Some("next".into()),
+        }),
+    };
+    assert_eq!(decode_one(&encode(&frame)), Decoded::Frame(frame));
+}
+
+#[test]
 fn random_bodies_never_panic() {
     // A small deterministic PRNG keeps this reproducible without extra crates.
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
