@@ -142,6 +142,15 @@ impl KeyStore {
     /// [`KeyError::Full`] at the global cap, [`KeyError::Generate`] if aws-lc fails.
     pub fn generate(&self, owner: &str) -> Result<PublicKey, KeyError> {
         let (key, public) = fresh_key()?;
+        self.insert(owner, key, public)?;
+        Ok(public)
+    }
+
+    /// Keeps `key` (whose public half is `public`) for `owner`, as [`Self::generate`] does.
+    ///
+    /// # Errors
+    /// [`KeyError::Full`] at the global cap.
+    pub fn insert(&self, owner: &str, key: PrivateKey, public: PublicKey) -> Result<(), KeyError> {
         let now = Instant::now();
         let mut entries = self.lock();
         if entries.len >= self.cap {
@@ -166,7 +175,7 @@ impl KeyStore {
             expires: now + self.ttl,
         });
         entries.len = entries.len + 1 - evicted;
-        Ok(public)
+        Ok(())
     }
 
     /// A public key for a document whose private half nobody will use (the Lambda path): made

@@ -16,6 +16,7 @@
 pub mod config;
 pub mod control;
 pub mod deadline;
+pub mod fleet;
 pub mod handlers;
 pub mod keys;
 pub mod kms;
@@ -28,6 +29,7 @@ pub mod sealing;
 pub mod server;
 pub mod state;
 pub mod sysinfo;
+pub mod trusted;
 pub mod vault;
 
 pub use config::EnclaveConfig;

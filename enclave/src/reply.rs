@@ -154,9 +154,14 @@ pub enum ClientError {
     /// busy, the Argon2 permits taken, KMS or storage slow): nothing was changed, retry.
     #[error("the request ran out of time before anything was changed, retry")]
     DeadlineExceeded,
-    /// The stored vault is older than one this enclave has seen (a replayed object).
+    /// The stored vault is not the one the trusted store pins (older, a fork, or withheld), or
+    /// is older than one this enclave has seen: a replayed object.
     #[error("stored vault is stale (rollback refused)")]
     StaleVault,
+    /// The trusted store (the vault's rollback anchor) could not be read or written in time:
+    /// nothing the request did was acknowledged, and a PIN attempt was not evaluated. Retry.
+    #[error("the trusted store is unavailable; nothing was acknowledged, retry")]
+    TrustedStoreUnavailable,
     /// The stored vault failed authentication or parsing.
     #[error("stored vault is corrupt")]
     CorruptVault,
@@ -224,6 +229,7 @@ impl ClientError {
             ClientError::StorageTimeout => "storage_timeout",
             ClientError::DeadlineExceeded => "deadline_exceeded",
             ClientError::StaleVault => "stale_vault",
+            ClientError::TrustedStoreUnavailable => "trusted_store_unavailable",
             ClientError::CorruptVault => "corrupt_vault",
             ClientError::Kms(e) => e.code(),
             ClientError::UnsignedReset => "unsigned_reset_refused",

@@ -36,6 +36,17 @@ impl SealContext {
         }
     }
 
+    /// Purpose of the fleet's attestation-key wrapping key ([`crate::fleet`]).
+    pub const FLEET_ATTESTATION: &'static str = "fleet-attestation-key-v1";
+
+    /// The context for the fleet key that wraps attestation keys.
+    pub fn fleet_attestation() -> Self {
+        Self {
+            vault: "fleet".to_owned(),
+            purpose: Self::FLEET_ATTESTATION,
+        }
+    }
+
     /// As KMS `EncryptionContext` pairs.
     pub fn pairs(&self) -> [(&'static str, &str); 2] {
         [

@@ -8,9 +8,11 @@ use vettid_nsm::{Description, Nsm};
 
 use crate::config::EnclaveConfig;
 use crate::control::ControlState;
+use crate::fleet::FleetKeys;
 use crate::keys::KeyStore;
 use crate::parent::ParentLink;
 use crate::sealing::Sealer;
+use crate::trusted::TrustedStore;
 use crate::vault::store::VaultStore;
 use crate::vault::{VaultConfig, Vaults};
 
@@ -41,6 +43,10 @@ pub struct EnclaveState {
     pub sealer: Option<Arc<dyn Sealer>>,
     /// The users' vaults.
     pub vaults: Vaults,
+    /// The trusted store (rollback anchors, fleet attestation keys); `None` runs single-host.
+    pub trusted: Option<Arc<TrustedStore>>,
+    /// Attestation keys any host can use (with a trusted store).
+    pub fleet: Option<FleetKeys>,
 }
 
 /// Largest PCR manifest accepted from the parent.
@@ -69,7 +75,21 @@ impl EnclaveState {
             ),
             parent,
             sealer: None,
+            trusted: None,
+            fleet: None,
         })
+    }
+
+    /// Anchors vaults and attestation keys in `trusted` (the fleet layout: any host finishes any
+    /// exchange, and no host can roll a vault back).
+    pub fn with_trusted(mut self, trusted: Arc<TrustedStore>) -> Self {
+        self.fleet = Some(FleetKeys::new(
+            trusted.clone(),
+            self.config.attestation_key_ttl,
+        ));
+        self.vaults = self.vaults.with_trusted(Some(trusted.clone()));
+        self.trusted = Some(trusted);
+        self
     }
 
     /// Sets the control-command state (keys from `--control-keys`, this enclave's id).
@@ -81,7 +101,7 @@ impl EnclaveState {
     /// Replaces the vault settings (before any request is served).
     pub fn with_vault_config(mut self, config: VaultConfig) -> Self {
         let store = VaultStore::new(self.parent.clone(), config.storage_timeout);
-        self.vaults = Vaults::new(config, store);
+        self.vaults = Vaults::new(config, store).with_trusted(self.trusted.clone());
         self
     }
 

@@ -34,6 +34,7 @@ pub mod pin_verifier;
 pub mod sealed;
 pub mod secret;
 pub mod v2;
+pub mod wrap;
 pub mod x25519;
 
 #[cfg(test)]

@@ -93,17 +93,28 @@ pub enum AdminError {
     /// Storage or the vault is unavailable for now; the command may be re-signed and retried.
     #[error("vault unavailable")]
     Unavailable,
+    /// A command issued no later than this one was already applied to the vault (this one
+    /// replayed, on this host or another).
+    #[error("an equal or newer command was already applied")]
+    Replayed,
 }
 
 /// Administrative operations on one user's vault. The vault issue implements this over its
 /// records and storage; today [`InEnclaveAdmin`] clears the enclave's in-memory state.
 pub trait VaultAdmin {
-    /// Wipes everything held for `user`; returns how many items were removed.
-    fn reset(&self, user: &OwnerSpace) -> impl Future<Output = Result<usize, AdminError>> + Send;
-    /// Deletes `user`'s credential; returns how many items were removed.
+    /// Wipes everything held for `user` by a command signed at `issued_at_ms`; returns how many
+    /// items were removed.
+    fn reset(
+        &self,
+        user: &OwnerSpace,
+        issued_at_ms: u64,
+    ) -> impl Future<Output = Result<usize, AdminError>> + Send;
+    /// Deletes `user`'s credential by a command signed at `issued_at_ms`; returns how many items
+    /// were removed.
     fn delete_credential(
         &self,
         user: &OwnerSpace,
+        issued_at_ms: u64,
     ) -> impl Future<Output = Result<usize, AdminError>> + Send;
 }
 
@@ -120,11 +131,15 @@ impl<'a> InEnclaveAdmin<'a> {
 }
 
 impl VaultAdmin for InEnclaveAdmin<'_> {
-    async fn reset(&self, user: &OwnerSpace) -> Result<usize, AdminError> {
+    async fn reset(&self, user: &OwnerSpace, _issued_at_ms: u64) -> Result<usize, AdminError> {
         Ok(self.keys.remove_owner(user.as_str()))
     }
 
-    async fn delete_credential(&self, user: &OwnerSpace) -> Result<usize, AdminError> {
+    async fn delete_credential(
+        &self,
+        user: &OwnerSpace,
+        _issued_at_ms: u64,
+    ) -> Result<usize, AdminError> {
         // No credential store yet: the user's pending attestation keys are all there is.
         Ok(self.keys.remove_owner(user.as_str()))
     }
@@ -159,11 +174,17 @@ pub async fn execute<A: VaultAdmin>(
             Ok(Body::Object(m))
         }
         (CommandKind::VaultReset, Target::User(user)) => {
-            let removed = admin.reset(user).await.map_err(admin_error)?;
+            let removed = admin
+                .reset(user, cmd.issued_at_ms)
+                .await
+                .map_err(admin_error)?;
             Ok(user_op("reset", user, removed))
         }
         (CommandKind::CredentialDelete, Target::User(user)) => {
-            let removed = admin.delete_credential(user).await.map_err(admin_error)?;
+            let removed = admin
+                .delete_credential(user, cmd.issued_at_ms)
+                .await
+                .map_err(admin_error)?;
             Ok(user_op("deleted", user, removed))
         }
         // The verifier only passes per-user commands with a user target.
@@ -175,5 +196,8 @@ pub async fn execute<A: VaultAdmin>(
 
 fn admin_error(e: AdminError) -> ClientError {
     tracing::warn!(error = %e, "control command failed");
-    ClientError::Busy
+    match e {
+        AdminError::Replayed => ClientError::ControlRejected(Rejection::Replayed),
+        AdminError::Unavailable => ClientError::Busy,
+    }
 }

@@ -37,6 +37,9 @@ pub struct Command {
     pub issued_by: String,
     /// With which key.
     pub key_id: String,
+    /// When it was signed (Unix ms): per-user commands apply only if newer than the last one
+    /// applied to that vault, fleet-wide when vaults are anchored.
+    pub issued_at_ms: u64,
 }
 
 /// Verifies control commands addressed to this enclave.
@@ -121,6 +124,7 @@ impl Verifier {
             reason,
             issued_by: env.issued_by,
             key_id: env.key_id,
+            issued_at_ms: env.issued_at_ms,
         })
     }
 

@@ -66,14 +66,18 @@ pub async fn handle(
 ) -> Result<Map<String, Value>, ClientError> {
     let nonce = nonce(request)?;
     let owner = owner.map(OwnerSpace::as_str);
-    let public_key = match owner {
-        Some(owner) => state.keys.generate(owner),
-        None => state.keys.throwaway_public(),
-    }
-    .map_err(|e| match e {
+    let key_error = |e| match e {
         KeyError::Full => ClientError::Busy,
         KeyError::Generate => ClientError::AttestationFailed,
-    })?;
+    };
+    let public_key = match (owner, &state.fleet, &state.sealer) {
+        // The fleet layout: wrapped into the trusted store, so any host can finish the exchange.
+        (Some(owner), Some(fleet), Some(sealer)) => {
+            fleet.generate(sealer.as_ref(), &state.keys, owner).await?
+        }
+        (Some(owner), _, _) => state.keys.generate(owner).map_err(key_error)?,
+        (None, _, _) => state.keys.throwaway_public().map_err(key_error)?,
+    };
     let req = AttestationRequest {
         nonce: Some(nonce.clone()),
         public_key: Some(public_key.to_vec()),

@@ -22,6 +22,7 @@
 //! cannot exhaust enclave memory. Eviction drops only idle vaults; nothing needs persisting first
 //! because nothing is ever acknowledged before it is stored.
 
+mod anchor;
 pub mod args;
 mod ops;
 pub mod payload;
@@ -37,6 +38,8 @@ use vettid_vault_crypto::{Dek, KdfParams, Material, Pin};
 
 use crate::reply::ClientError;
 use crate::sealing::{SealContext, SealError, Sealer};
+use crate::trusted::{TrustedError, TrustedStore};
+use anchor::{Anchored, Mark, Verdict};
 use record::{Meta, RecordError, State, StoredVault};
 use store::{StoreError, VaultStore};
 
@@ -139,6 +142,8 @@ pub(crate) struct Loaded {
     meta: Meta,
     /// Present while unlocked.
     unlocked: Option<Unlocked>,
+    /// The trusted store's mark this object matched (`None` without a trusted store).
+    anchor: Option<Anchored>,
 }
 
 pub(crate) struct Unlocked {
@@ -154,6 +159,16 @@ pub(crate) struct NewVault {
     pub(crate) meta: Meta,
     pub(crate) dek: Dek,
     pub(crate) state: State,
+}
+
+/// Where a new vault's first object goes ([`Vaults::enrolment`]).
+pub(crate) struct Enrolment {
+    /// Its version: above every earlier one of this vault id.
+    version: u64,
+    /// The ETag of a leftover object a tombstone refuses, overwritten.
+    overwrite: Option<String>,
+    /// The tombstone the new mark replaces.
+    anchor: Option<Anchored>,
 }
 
 /// One vault's slot: its lock guards it.
@@ -202,8 +217,11 @@ pub struct Vaults {
     config: VaultConfig,
     store: VaultStore,
     slots: Mutex<HashMap<String, Arc<AsyncMutex<Slot>>>>,
-    /// Highest stored version seen per vault (kept after eviction): older objects are replays.
+    /// Highest stored version seen per vault (kept after eviction and reset): older objects are
+    /// replays. The only guard without a trusted store; a floor beside it with one.
     seen: Mutex<HashMap<String, u64>>,
+    /// The rollback anchor ([`anchor`]); `None` runs single-host, guarded by `seen` alone.
+    trusted: Option<Arc<TrustedStore>>,
     argon2: Arc<Semaphore>,
     /// KMS outcomes by stable code (`ok`, `KMSAccessDenied`, …), for health.
     kms_outcomes: Mutex<std::collections::BTreeMap<&'static str, u64>>,
@@ -218,8 +236,21 @@ impl Vaults {
             store,
             slots: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            trusted: None,
             kms_outcomes: Mutex::new(std::collections::BTreeMap::new()),
         }
+    }
+
+    /// Anchors every vault in `trusted` ([`anchor`]): objects not pinned there are refused, on
+    /// any host and after any restart, and no change is acknowledged before its mark moved.
+    pub fn with_trusted(mut self, trusted: Option<Arc<TrustedStore>>) -> Self {
+        self.trusted = trusted;
+        self
+    }
+
+    /// Whether vaults are anchored in a trusted store.
+    pub fn is_anchored(&self) -> bool {
+        self.trusted.is_some()
     }
 
     /// Counts one KMS call's outcome.
@@ -351,12 +382,55 @@ impl Vaults {
         *entry = (*entry).max(version);
     }
 
-    /// Forgets `vault` entirely (after a signed reset): the next enrolment starts at version 1.
-    pub(crate) fn forget(&self, vault: &str) {
+    /// The highest version of `vault` this enclave has seen (0: none).
+    fn seen_version(&self, vault: &str) -> u64 {
         self.seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(vault);
+            .get(vault)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Reads `vault`'s mark; `None` without a trusted store.
+    async fn read_mark(&self, vault: &str) -> Result<Option<Option<Anchored>>, ClientError> {
+        let Some(trusted) = &self.trusted else {
+            return Ok(None);
+        };
+        let item = trusted
+            .get(&anchor::key(vault))
+            .await
+            .map_err(|e| trusted_error(vault, e))?;
+        match item {
+            None => Ok(Some(None)),
+            Some(item) => {
+                let mark = Mark::decode(&item.body).ok_or_else(|| {
+                    tracing::error!(vault, "trusted store mark does not parse");
+                    ClientError::CorruptVault
+                })?;
+                Ok(Some(Some(Anchored {
+                    rev: item.rev,
+                    mark,
+                })))
+            }
+        }
+    }
+
+    /// Moves `vault`'s mark from `from` to `to` (compare-and-swap on the revision).
+    async fn swap_mark(
+        &self,
+        vault: &str,
+        from: Option<&Anchored>,
+        to: Mark,
+    ) -> Result<Option<Anchored>, ClientError> {
+        let Some(trusted) = &self.trusted else {
+            return Ok(None);
+        };
+        let rev = trusted
+            .swap(&anchor::key(vault), from.map(|a| a.rev), &to.encode())
+            .await
+            .map_err(|e| trusted_error(vault, e))?;
+        Ok(Some(Anchored { rev, mark: to }))
     }
 
     /// Makes sure `slot` holds `vault`, loading it from storage (and M from KMS) if needed.
@@ -366,14 +440,51 @@ impl Vaults {
         vault: &str,
         slot: &'s mut Slot,
     ) -> Result<&'s mut Loaded, ClientError> {
+        // With a trusted store every request reads the mark first (one consistent read): a copy
+        // cached here that another host has moved past is dropped, so no host serves an old value
+        // after a change or reset elsewhere has been acknowledged.
+        let mark = self.read_mark(vault).await?;
+        if let (Some(loaded), Some(mark)) = (&slot.vault, &mark) {
+            if loaded.anchor.as_ref().map(|a| a.rev) != mark.as_ref().map(|a| a.rev) {
+                tracing::debug!(vault, "vault moved on elsewhere; reloading");
+                slot.reload_later();
+            }
+        }
         if slot.vault.is_none() {
-            let fetched = self
-                .store
-                .get(vault)
-                .await
-                .map_err(store_error)?
-                .ok_or(ClientError::NotEnrolled)?;
-            let stored = StoredVault::parse(vault, &fetched.body).map_err(record_error)?;
+            let fetched = self.store.get(vault).await.map_err(store_error)?;
+            let stored = match &fetched {
+                Some(f) => Some(StoredVault::parse(vault, &f.body).map_err(record_error)?),
+                None => None,
+            };
+            let anchored = match mark {
+                None => None,
+                Some(mark) => {
+                    let served = fetched
+                        .as_ref()
+                        .zip(stored.as_ref())
+                        .map(|(f, s)| (s.version, anchor::digest(&f.body)));
+                    match anchor::judge(mark.as_ref().map(|a| &a.mark), served) {
+                        Verdict::Accept => mark,
+                        Verdict::Adopt(next) => {
+                            tracing::info!(vault, version = next.version, "vault object pinned");
+                            self.swap_mark(vault, mark.as_ref(), next).await?
+                        }
+                        Verdict::NotEnrolled => return Err(ClientError::NotEnrolled),
+                        Verdict::Stale => {
+                            tracing::warn!(
+                                vault,
+                                served = ?served.map(|s| s.0),
+                                pinned = ?mark.as_ref().map(|a| a.mark.version),
+                                "vault object is not the pinned one; refused"
+                            );
+                            return Err(ClientError::StaleVault);
+                        }
+                    }
+                }
+            };
+            let (Some(fetched), Some(stored)) = (fetched, stored) else {
+                return Err(ClientError::NotEnrolled);
+            };
             self.check_fresh(vault, stored.version)?;
             let retained = slot
                 .retained
@@ -410,6 +521,7 @@ impl Vaults {
                 material,
                 meta,
                 unlocked,
+                anchor: anchored,
             });
         }
         let loaded = slot.vault.as_mut().ok_or(ClientError::Internal)?;
@@ -457,8 +569,36 @@ impl Vaults {
         &self,
         vault: &str,
         slot: &mut Slot,
+        meta: Meta,
+        state: Option<(Dek, State)>,
+    ) -> Result<(), ClientError> {
+        self.commit_as(vault, slot, meta, state, None).await
+    }
+
+    /// Refuses a signed command on `vault` issued no later than the last one applied to it
+    /// (anchored vaults: on any host). The caller then commits with [`Self::commit_as`].
+    pub(crate) fn check_command(&self, slot: &Slot, issued_at_ms: u64) -> Result<(), ClientError> {
+        let applied = slot
+            .vault
+            .as_ref()
+            .and_then(|v| v.anchor.as_ref())
+            .map_or(0, |a| a.mark.control_at_ms);
+        if issued_at_ms <= applied {
+            return Err(ClientError::ControlRejected(
+                crate::control::Rejection::Replayed,
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Self::commit`], recording `command_at_ms` (a signed command's `issued_at`) in the mark.
+    pub(crate) async fn commit_as(
+        &self,
+        vault: &str,
+        slot: &mut Slot,
         mut meta: Meta,
         state: Option<(Dek, State)>,
+        command_at_ms: Option<u64>,
     ) -> Result<(), ClientError> {
         let loaded = slot.vault.as_ref().ok_or(ClientError::Internal)?;
         let version = loaded.stored.version + 1;
@@ -495,13 +635,34 @@ impl Vaults {
             );
             return Err(ClientError::VaultFull);
         }
+        let digest = anchor::digest(&bytes);
+        let control_at = command_at_ms
+            .unwrap_or_else(|| loaded.anchor.as_ref().map_or(0, |a| a.mark.control_at_ms));
+        let from = loaded.anchor.clone();
         match self.store.put(vault, bytes, Some(&loaded.etag)).await {
             Ok(etag) => {
                 self.record_seen(vault, version);
+                // Not acknowledged, and the in-memory vault not changed, until the mark moved:
+                // on any failure the next load decides (adopts this object or keeps the old).
+                let anchored = match self
+                    .swap_mark(
+                        vault,
+                        from.as_ref(),
+                        Mark::live(version, digest, control_at),
+                    )
+                    .await
+                {
+                    Ok(a) => a,
+                    Err(e) => {
+                        slot.reload_later();
+                        return Err(e);
+                    }
+                };
                 let loaded = slot.vault.as_mut().ok_or(ClientError::Internal)?;
                 loaded.etag = etag;
                 loaded.stored = stored;
                 loaded.meta = meta;
+                loaded.anchor = anchored;
                 if let Some((dek, st)) = state {
                     loaded.unlocked = Some(Unlocked {
                         dek,
@@ -534,12 +695,37 @@ impl Vaults {
         }
     }
 
-    /// Writes a brand-new vault (create-only).
+    /// Whether `vault` may be enrolled, and what its first object builds on: refused as
+    /// `already_enrolled` while a vault is stored or (anchored) pinned, even if the host hides
+    /// its object; after a reset, the new vault's versions continue above the tombstone.
+    pub(crate) async fn enrolment(&self, vault: &str) -> Result<Enrolment, ClientError> {
+        let mark = self.read_mark(vault).await?;
+        let head = self.store.head(vault).await.map_err(store_error)?;
+        let seen = self.seen_version(vault);
+        match mark {
+            Some(Some(a)) if a.mark.reset => Ok(Enrolment {
+                version: a.mark.version.max(seen) + 1,
+                // An object the reset could not delete: the tombstone already refuses it.
+                overwrite: head,
+                anchor: Some(a),
+            }),
+            Some(Some(_)) => Err(ClientError::AlreadyEnrolled),
+            _ if head.is_some() => Err(ClientError::AlreadyEnrolled),
+            _ => Ok(Enrolment {
+                version: seen + 1,
+                overwrite: None,
+                anchor: None,
+            }),
+        }
+    }
+
+    /// Writes a brand-new vault (create-only) where [`Self::enrolment`] said.
     pub(crate) async fn create(
         &self,
         vault: &str,
         slot: &mut Slot,
         new: NewVault,
+        at: Enrolment,
     ) -> Result<(), ClientError> {
         let NewVault {
             material,
@@ -548,22 +734,38 @@ impl Vaults {
             dek,
             state,
         } = new;
+        let version = at.version;
         meta.state_version = 1;
         let stored = StoredVault {
             format: record::FORMAT,
             vault: vault.to_owned(),
-            version: 1,
+            version,
             material: material_blob,
-            meta: record::seal_meta(&material, vault, 1, &meta).map_err(record_error)?,
+            meta: record::seal_meta(&material, vault, version, &meta).map_err(record_error)?,
             state: record::seal_state(&dek, vault, 1, &state).map_err(record_error)?,
         };
         let bytes = stored.to_bytes().map_err(record_error)?;
         if bytes.len() > record::MAX_COMMIT_LEN {
             return Err(ClientError::VaultFull);
         }
-        match self.store.put(vault, bytes, None).await {
+        let digest = anchor::digest(&bytes);
+        let control_at = at.anchor.as_ref().map_or(0, |a| a.mark.control_at_ms);
+        match self.store.put(vault, bytes, at.overwrite.as_deref()).await {
             Ok(etag) => {
-                self.record_seen(vault, 1);
+                self.record_seen(vault, version);
+                let anchored = match self
+                    .swap_mark(
+                        vault,
+                        at.anchor.as_ref(),
+                        Mark::live(version, digest, control_at),
+                    )
+                    .await
+                {
+                    Ok(a) => a,
+                    // Another enclave pinned a vault first.
+                    Err(ClientError::StorageConflict) => return Err(ClientError::AlreadyEnrolled),
+                    Err(e) => return Err(e),
+                };
                 slot.vault = Some(Loaded {
                     etag,
                     stored,
@@ -574,6 +776,7 @@ impl Vaults {
                         state,
                         last_activity: Instant::now(),
                     }),
+                    anchor: anchored,
                 });
                 Ok(())
             }
@@ -584,12 +787,56 @@ impl Vaults {
         }
     }
 
-    /// Deletes `vault` from storage and memory (signed reset).
-    pub(crate) async fn delete(&self, vault: &str, slot: &mut Slot) -> Result<bool, ClientError> {
-        let existed = self.store.delete(vault).await.map_err(store_error)?;
+    /// Resets `vault` by a signed command issued at `issued_at_ms`: a tombstone in the trusted
+    /// store first (refused if a command as new was already applied: a replay on another host),
+    /// then the object is deleted from storage and memory. Without a trusted store only the
+    /// object goes; the versions seen stay, so a re-enrolment here continues above them.
+    pub(crate) async fn delete(
+        &self,
+        vault: &str,
+        slot: &mut Slot,
+        issued_at_ms: u64,
+    ) -> Result<bool, ClientError> {
+        let Some(mark) = self.read_mark(vault).await? else {
+            let existed = self.store.delete(vault).await.map_err(store_error)?;
+            slot.forget();
+            return Ok(existed);
+        };
+        let applied = mark.as_ref().map_or(0, |a| a.mark.control_at_ms);
+        if issued_at_ms <= applied {
+            tracing::warn!(vault, issued_at_ms, applied, "replayed reset refused");
+            return Err(ClientError::ControlRejected(
+                crate::control::Rejection::Replayed,
+            ));
+        }
+        let stored_version = match self.store.get(vault).await.map_err(store_error)? {
+            Some(f) => StoredVault::parse(vault, &f.body).map_or(0, |s| s.version),
+            None => 0,
+        };
+        let live = mark.as_ref().is_some_and(|a| !a.mark.reset);
+        let version = mark
+            .as_ref()
+            .map_or(0, |a| a.mark.version)
+            .max(stored_version)
+            .max(self.seen_version(vault));
+        let tombstone = Mark {
+            version,
+            digest: Vec::new(),
+            reset: true,
+            control_at_ms: issued_at_ms,
+        };
+        self.swap_mark(vault, mark.as_ref(), tombstone).await?;
         slot.forget();
-        self.forget(vault);
-        Ok(existed)
+        self.record_seen(vault, version);
+        // The tombstone already refuses the object; deleting it is tidiness.
+        let deleted = match self.store.delete(vault).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(vault, error = ?e, "reset: object not deleted (tombstoned)");
+                false
+            }
+        };
+        Ok(live || deleted)
     }
 
     /// Argon2id on the blocking pool under the memory semaphore.
@@ -679,6 +926,22 @@ fn record_error(e: RecordError) -> ClientError {
             ClientError::CorruptVault
         }
         RecordError::Internal => ClientError::Internal,
+    }
+}
+
+fn trusted_error(vault: &str, e: TrustedError) -> ClientError {
+    match e {
+        // Someone else moved the mark first: like a storage conflict, nothing of ours counted.
+        TrustedError::Conflict => ClientError::StorageConflict,
+        TrustedError::NoTime => ClientError::DeadlineExceeded,
+        TrustedError::Malformed => {
+            tracing::error!(vault, code = e.code(), "trusted store item refused");
+            ClientError::CorruptVault
+        }
+        e => {
+            tracing::warn!(vault, code = e.code(), "trusted store call failed");
+            ClientError::TrustedStoreUnavailable
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Signed control commands on one user's vault.
 
 use super::*;
+use crate::control::AdminError;
 
 /// Signed control commands on one user's vault ([`crate::control::VaultAdmin`]).
 pub struct VaultAdminImpl<'a> {
@@ -14,16 +15,30 @@ impl<'a> VaultAdminImpl<'a> {
     }
 }
 
+/// A replay is its own answer; every other failure means "try again later".
+fn admin_error(e: ClientError) -> AdminError {
+    match e {
+        ClientError::ControlRejected(crate::control::Rejection::Replayed) => AdminError::Replayed,
+        _ => AdminError::Unavailable,
+    }
+}
+
 impl crate::control::VaultAdmin for VaultAdminImpl<'_> {
-    async fn reset(&self, user: &OwnerSpace) -> Result<usize, crate::control::AdminError> {
-        let keys = self.state.keys.remove_owner(user.as_str());
+    async fn reset(&self, user: &OwnerSpace, issued_at_ms: u64) -> Result<usize, AdminError> {
         let mut slot = self.state.vaults.slot(user.as_str()).await;
         let existed = self
             .state
             .vaults
-            .delete(user.as_str(), &mut slot)
+            .delete(user.as_str(), &mut slot, issued_at_ms)
             .await
-            .map_err(|_| crate::control::AdminError::Unavailable)?;
+            .map_err(admin_error)?;
+        let keys = self.state.keys.remove_owner(user.as_str());
+        if let Some(fleet) = &self.state.fleet {
+            // Attestation keys minted before the reset must not enrol the new vault.
+            if let Err(e) = fleet.remove_owner(user.as_str()).await {
+                tracing::warn!(vault = %user, code = e.code(), "reset: fleet keys not removed");
+            }
+        }
         tracing::warn!(vault = %user, existed, "vault reset by signed command");
         Ok(keys + usize::from(existed))
     }
@@ -31,34 +46,35 @@ impl crate::control::VaultAdmin for VaultAdminImpl<'_> {
     async fn delete_credential(
         &self,
         user: &OwnerSpace,
-    ) -> Result<usize, crate::control::AdminError> {
-        let unavailable = |_| crate::control::AdminError::Unavailable;
+        issued_at_ms: u64,
+    ) -> Result<usize, AdminError> {
         let sealer = self
             .state
             .sealer
             .as_deref()
-            .ok_or(crate::control::AdminError::Unavailable)?;
+            .ok_or(AdminError::Unavailable)?;
         let vaults = &self.state.vaults;
         let mut slot = vaults.slot(user.as_str()).await;
         match vaults.load(sealer, user.as_str(), &mut slot).await {
             Err(ClientError::NotEnrolled) => return Ok(0),
-            Err(e) => return Err(unavailable(e)),
+            Err(e) => return Err(admin_error(e)),
             Ok(_) => {}
         }
-        let loaded = slot
-            .vault
-            .as_ref()
-            .ok_or(crate::control::AdminError::Unavailable)?;
+        vaults
+            .check_command(&slot, issued_at_ms)
+            .map_err(admin_error)?;
+        let loaded = slot.vault.as_ref().ok_or(AdminError::Unavailable)?;
         let mut meta = loaded.meta.clone();
+        let at = Some(issued_at_ms);
         match &loaded.unlocked {
             Some(u) => {
                 let mut state = u.state.clone();
                 let had = state.credential.take().is_some();
                 let dek = dek_copy(&u.dek);
                 vaults
-                    .commit(user.as_str(), &mut slot, meta, Some((dek, state)))
+                    .commit_as(user.as_str(), &mut slot, meta, Some((dek, state)), at)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(admin_error)?;
                 Ok(usize::from(had))
             }
             None => {
@@ -66,9 +82,9 @@ impl crate::control::VaultAdmin for VaultAdminImpl<'_> {
                 // applies it before anything else can read the credential.
                 meta.credential_delete_pending = true;
                 vaults
-                    .commit(user.as_str(), &mut slot, meta, None)
+                    .commit_as(user.as_str(), &mut slot, meta, None, at)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(admin_error)?;
                 Ok(1)
             }
         }

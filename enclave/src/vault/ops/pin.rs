@@ -70,27 +70,53 @@ impl Ctx<'_> {
             // v2: the app names the attestation key it sealed to (one lookup, no trial
             // decryption) and the envelope is bound to this owner and this operation.
             let public = payload::key32(body, "attestation_key")?;
-            let key = self
-                .state
-                .keys
-                .take(&public, self.owner)
-                .ok_or(ClientError::AttestationKeyRequired)?;
-            self.open_v2(&key, &public, v2::KEY_REF_ATTESTATION, body)?
+            match (self.state.keys.take(&public, self.owner), &self.state.fleet) {
+                (Some(key), _) => self.open_v2(&key, &public, v2::KEY_REF_ATTESTATION, body)?,
+                // Minted on any host of the fleet: taken from the trusted store, once.
+                (None, Some(fleet)) => {
+                    let mut failure = None;
+                    let plain = fleet
+                        .take_opening(self.sealer, self.owner, |candidate, key| {
+                            if candidate != &public {
+                                return None;
+                            }
+                            self.open_v2(key, &public, v2::KEY_REF_ATTESTATION, body)
+                                .map_err(|e| failure = Some(e))
+                                .ok()
+                        })
+                        .await
+                        .map_err(|e| match (e, failure.take()) {
+                            (ClientError::DecryptionFailed, Some(f)) => f,
+                            (ClientError::DecryptionFailed, None) => {
+                                ClientError::AttestationKeyRequired
+                            }
+                            (e, _) => e,
+                        })?;
+                    plain
+                }
+                (None, None) => return Err(ClientError::AttestationKeyRequired),
+            }
         } else {
             self.v1_allowed()?;
             let encrypted_pin = payload::string(body, "encrypted_pin")?;
             let ephemeral = payload::string(body, "ephemeral_public_key")?;
             let nonce = payload::string(body, "nonce")?;
-            let plain = self
-                .state
-                .keys
-                .take_opening(self.owner, |key| {
-                    legacy_ecies::open_fields(key, encrypted_pin, ephemeral, nonce).ok()
-                })
-                .map_err(|e| match e {
-                    TakeError::NoKey => ClientError::AttestationKeyRequired,
-                    TakeError::NoneOpened => ClientError::DecryptionFailed,
-                })?;
+            let local = self.state.keys.take_opening(self.owner, |key| {
+                legacy_ecies::open_fields(key, encrypted_pin, ephemeral, nonce).ok()
+            });
+            let plain = match (local, &self.state.fleet) {
+                (Ok(plain), _) => plain,
+                // v1 does not name its key: each of the owner's fleet keys is tried.
+                (Err(_), Some(fleet)) => {
+                    fleet
+                        .take_opening(self.sealer, self.owner, |_, key| {
+                            legacy_ecies::open_fields(key, encrypted_pin, ephemeral, nonce).ok()
+                        })
+                        .await?
+                }
+                (Err(TakeError::NoKey), None) => return Err(ClientError::AttestationKeyRequired),
+                (Err(TakeError::NoneOpened), None) => return Err(ClientError::DecryptionFailed),
+            };
             payload::plaintext_object(&plain)?
         };
         let pin =
@@ -103,9 +129,10 @@ impl Ctx<'_> {
         drop(plain);
 
         let mut slot = self.vaults.slot_in_time(self.owner).await?;
-        if slot.vault.is_some() || self.vaults.exists(self.owner).await? {
+        if slot.vault.is_some() {
             return Err(ClientError::AlreadyEnrolled);
         }
+        let at = self.vaults.enrolment(self.owner).await?;
         let generated = super::super::kms_in_time(
             self.sealer
                 .generate(&SealContext::vault_material(self.owner)),
@@ -152,6 +179,7 @@ impl Ctx<'_> {
                     dek,
                     state,
                 },
+                at,
             )
             .await?;
         tracing::info!(vault = self.owner, "vault enrolled");

@@ -302,7 +302,7 @@ async fn signed_admin_operations_reset_and_delete_credentials() {
     let admin = crate::vault::VaultAdminImpl::new(&state);
     let owner = crate::router::OwnerSpace::parse("u15").unwrap();
     // Not enrolled: nothing to delete.
-    assert_eq!(admin.delete_credential(&owner).await.unwrap(), 0);
+    assert_eq!(admin.delete_credential(&owner, 1).await.unwrap(), 0);
     let r = h.setup("u15", "1234").await;
     let ecies = key(&r["ecies_public_key"]);
     let mut live = utks(&r["utks"]);
@@ -315,7 +315,7 @@ async fn signed_admin_operations_reset_and_delete_credentials() {
     .await;
     // Locked vault: the deletion is recorded and applied at the next unlock.
     h.p.state().vaults.slot("u15").await.vault = None;
-    assert_eq!(admin.delete_credential(&owner).await.unwrap(), 1);
+    assert_eq!(admin.delete_credential(&owner, 1).await.unwrap(), 1);
     let r = h
         .unlock("u15", &ecies, &live.pop().unwrap().0, "1234")
         .await;
@@ -326,7 +326,7 @@ async fn signed_admin_operations_reset_and_delete_credentials() {
         "no_credential"
     );
     // Reset wipes the vault: setup works again.
-    assert!(admin.reset(&owner).await.unwrap() >= 1);
+    assert!(admin.reset(&owner, 2).await.unwrap() >= 1);
     assert_eq!(
         code(&h.call("u15", "secrets.identity", json!({})).await),
         "not_enrolled"
