@@ -157,6 +157,7 @@ pub struct VaultClient {
     vault_key: Option<[u8; 32]>,
     create_proof: Option<Zeroizing<Vec<u8>>>,
     next_id: u64,
+    seen_version: u64,
 }
 
 /// The subject token for a canonical operation (the `pin` family has its own tokens).
@@ -188,6 +189,19 @@ impl VaultClient {
         &self.utks
     }
 
+    /// The highest vault version the vault's authenticated replies have shown (0: none yet).
+    /// Every request carries it inside its envelope, and the vault refuses to answer from an
+    /// older stored object (`stale_vault`): a host that serves an old copy of the vault cannot
+    /// make this app see it. Keep it with the UTKs across app restarts.
+    pub fn seen_version(&self) -> u64 {
+        self.seen_version
+    }
+
+    /// Restores [`Self::seen_version`] (it only ever goes up).
+    pub fn set_seen_version(&mut self, version: u64) {
+        self.seen_version = self.seen_version.max(version);
+    }
+
     /// Whether a create proof is held (from `pin.setup` or an unlock without a credential).
     pub fn has_create_proof(&self) -> bool {
         self.create_proof.is_some()
@@ -202,6 +216,10 @@ impl VaultClient {
         plaintext: &Value,
         utk: Option<String>,
     ) -> Result<Outgoing, Error> {
+        let mut plaintext = plaintext.clone();
+        if let (Some(fields), true) = (plaintext.as_object_mut(), self.seen_version > 0) {
+            fields.insert("seen_version".into(), self.seen_version.into());
+        }
         let plain = Zeroizing::new(plaintext.to_string().into_bytes());
         let (sealed, reply_key) = envelope::seal(
             recipient,
@@ -339,7 +357,10 @@ impl VaultClient {
                 .unwrap_or("")
                 .to_owned();
             // Refused means nothing was changed, except where the outcome is unknown.
-            if matches!(code.as_str(), "utk_invalid" | "storage_timeout") {
+            if matches!(
+                code.as_str(),
+                "utk_invalid" | "storage_timeout" | "trusted_store_unavailable"
+            ) {
                 if let Some(id) = &pending.utk {
                     self.utks.retain(|u| &u.id != id);
                 }
@@ -348,6 +369,9 @@ impl VaultClient {
         }
         if let Some(id) = &pending.utk {
             self.utks.retain(|u| &u.id != id);
+        }
+        if let Some(v) = body.get("vault_version").and_then(Value::as_u64) {
+            self.seen_version = self.seen_version.max(v);
         }
         for field in ["utks", "new_utks"] {
             if let Some(list) = body.get(field) {

@@ -22,8 +22,38 @@
 //! repeat and `(version, digest)` names one object for the vault's whole life. The mark also
 //! holds the `issued_at` of the last signed command applied to the vault, so a command cannot be
 //! replayed on another host, or after a later one, inside its validity window.
+//!
+//! The app's own witness is a second floor, as in VettID's next vault (its messaging spec
+//! §13.2): every sealed v2 reply names the vault version it came from (`vault_version`), the app
+//! keeps the highest it saw and sends it back inside its next envelope (`seen_version`); an
+//! older object is refused for that request (`stale_vault`) before anything is written or
+//! answered. It holds without a trusted store, but only for apps that have talked to the vault
+//! since the object moved on; the trusted store holds for everyone.
+
+use std::cell::Cell;
 
 use serde::{Deserialize, Serialize};
+
+tokio::task_local! {
+    /// The app's witness for the request being served: the highest vault version its earlier
+    /// replies showed it (`seen_version` inside a v2 envelope, so the host cannot lower it).
+    static APP_FLOOR: Cell<u64>;
+}
+
+/// Runs one request with an app floor of 0 until its envelope says otherwise.
+pub(crate) async fn with_app_floor<F: std::future::Future>(f: F) -> F::Output {
+    APP_FLOOR.scope(Cell::new(0), f).await
+}
+
+/// Raises the request's app floor to `version`.
+pub(crate) fn raise_app_floor(version: u64) {
+    let _ = APP_FLOOR.try_with(|c| c.set(c.get().max(version)));
+}
+
+/// The request's app floor (0 outside a request).
+pub(crate) fn app_floor() -> u64 {
+    APP_FLOOR.try_with(Cell::get).unwrap_or(0)
+}
 
 /// The trusted store key of `vault`'s mark.
 pub(crate) fn key(vault: &str) -> String {

@@ -486,6 +486,16 @@ impl Vaults {
                 return Err(ClientError::NotEnrolled);
             };
             self.check_fresh(vault, stored.version)?;
+            let floor = anchor::app_floor();
+            if stored.version < floor {
+                tracing::warn!(
+                    vault,
+                    version = stored.version,
+                    floor,
+                    "below the app's witness"
+                );
+                return Err(ClientError::StaleVault);
+            }
             let retained = slot
                 .retained
                 .take()
@@ -557,6 +567,12 @@ impl Vaults {
         self.store.head(vault).await.map_err(store_error)
     }
 
+    /// The version of `vault`'s object held in memory, if any.
+    pub(crate) async fn cached_version(&self, vault: &str) -> Option<u64> {
+        let slot = self.slot_in_time(vault).await.ok()?;
+        slot.vault.as_ref().map(|v| v.stored.version)
+    }
+
     /// Whether `vault` exists in storage (without KMS).
     pub(crate) async fn exists(&self, vault: &str) -> Result<bool, ClientError> {
         Ok(self.store.head(vault).await.map_err(store_error)?.is_some())
@@ -601,6 +617,17 @@ impl Vaults {
         command_at_ms: Option<u64>,
     ) -> Result<(), ClientError> {
         let loaded = slot.vault.as_ref().ok_or(ClientError::Internal)?;
+        // Nothing is built on an object older than the app has seen (its envelope opened after
+        // the load, so this is the first point the floor is known for a cached vault).
+        if loaded.stored.version < anchor::app_floor() {
+            tracing::warn!(
+                vault,
+                version = loaded.stored.version,
+                "below the app's witness"
+            );
+            slot.reload_later();
+            return Err(ClientError::StaleVault);
+        }
         let version = loaded.stored.version + 1;
         let sealed_state = match &state {
             Some((dek, st)) => {

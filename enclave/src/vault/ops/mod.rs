@@ -82,6 +82,16 @@ pub async fn dispatch(
         op: canonical,
         reply_key: std::sync::Mutex::new(None),
     };
+    super::anchor::with_app_floor(finish(ctx, state, owner, request)).await
+}
+
+/// [`dispatch`] from its context on.
+async fn finish(
+    ctx: Ctx<'_>,
+    state: &EnclaveState,
+    owner: &OwnerSpace,
+    request: &Map<String, Value>,
+) -> Result<Body, ClientError> {
     let mut result = ctx.run(request).await;
     // An unknown UTK may be one another host minted after this enclave cached the vault (two
     // hosts behind one queue group): if the stored object moved on, reload and try once more.
@@ -99,8 +109,26 @@ pub async fn dispatch(
     match ctx.take_reply_key() {
         // A v2 request whose envelope opened: the answer, whatever it is, only for the app.
         Some(key) => {
+            // The version this answer comes from, for the app's witness (`seen_version`); an
+            // answer from below the app's witness is not given.
+            let version = state.vaults.cached_version(owner.as_str()).await;
+            let floor = super::anchor::app_floor();
+            if result.is_ok() && version.is_some_and(|v| v < floor) {
+                tracing::warn!(
+                    vault = owner.as_str(),
+                    ?version,
+                    floor,
+                    "below the app's witness"
+                );
+                result = Err(ClientError::StaleVault);
+            }
             let inner = match result {
-                Ok(map) => map,
+                Ok(mut map) => {
+                    if let Some(v) = version {
+                        map.insert("vault_version".into(), v.into());
+                    }
+                    map
+                }
                 Err(e) => crate::reply::error_body(e),
             };
             let bytes = zeroize::Zeroizing::new(
@@ -298,6 +326,12 @@ impl Ctx<'_> {
         let opened = v2::open(private, public, &self.binding(key_ref), &sealed)
             .map_err(|_| ClientError::DecryptionFailed)?;
         let plain = payload::plaintext_object(&opened.plaintext)?;
+        match plain.get("seen_version") {
+            None => {}
+            Some(v) => super::anchor::raise_app_floor(
+                v.as_u64().ok_or(ClientError::BadField("seen_version"))?,
+            ),
+        }
         self.set_reply_key(opened.reply_key);
         Ok(plain)
     }

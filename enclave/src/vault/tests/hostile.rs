@@ -442,3 +442,64 @@ async fn a_vault_is_refused_before_it_grows_past_what_it_can_load() {
         added
     );
 }
+
+#[tokio::test]
+async fn an_older_object_served_after_a_restart_is_refused_by_the_apps_witness() {
+    // No trusted store here: the app's own witness is the floor (`seen_version`).
+    let h = v2_harness().await;
+    let mut c = enrolled(&h, "h-witness", "2468").await;
+    let before = h.parent.objects.lock().unwrap().clone();
+    let add = |c: &mut VaultClient, value: &str| {
+        c.utk_request(
+            "secrets.add",
+            &json!({"password_hash": PHC, "name": "bank", "value": value}),
+        )
+        .unwrap()
+    };
+    let out = add(&mut c, "new");
+    run(&h, &mut c, out).await.unwrap();
+    assert!(c.seen_version() >= 3, "replies name their version");
+    // The host restarts the enclave and serves the object from before the change.
+    let h2 = restart(&h).await;
+    *h2.parent.objects.lock().unwrap() = before.clone();
+    // UTKs minted after the old object do not exist in it (refused, nothing counted); one
+    // from before does, and the witness refuses the old object.
+    let mut outcome = None;
+    for _ in 0..4 {
+        let out = c.unlock("2468").unwrap();
+        match run(&h2, &mut c, out).await {
+            Err(AppError::Unauthenticated { code }) if code == "utk_invalid" => continue,
+            other => {
+                outcome = Some(other);
+                break;
+            }
+        }
+    }
+    match outcome {
+        Some(Err(AppError::Refused { code, .. })) => assert_eq!(code, "stale_vault"),
+        other => panic!("an old copy was unlocked: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_host_answering_from_an_older_cached_copy_is_refused_by_the_apps_witness() {
+    // Two enclaves over one bucket, no trusted store: B caches the vault unlocked, the app then
+    // changes it on A, and the host routes the app's next read back to B.
+    let a = v2_harness().await;
+    let mut c = enrolled(&a, "h-cached", "2468").await;
+    let b = restart(&a).await;
+    let out = c.unlock("2468").unwrap();
+    run(&b, &mut c, out).await.unwrap();
+    let out = c
+        .utk_request(
+            "secrets.add",
+            &json!({"password_hash": PHC, "name": "bank", "value": "new"}),
+        )
+        .unwrap();
+    run(&a, &mut c, out).await.unwrap();
+    let out = c.read("credential.get").unwrap();
+    match run(&b, &mut c, out).await {
+        Err(AppError::Refused { code, .. }) => assert_eq!(code, "stale_vault"),
+        other => panic!("an old copy was answered from: {other:?}"),
+    }
+}
