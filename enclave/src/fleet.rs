@@ -22,6 +22,14 @@
 //!   expired are gone from the item (DynamoDB's TTL also removes items of owners who never came
 //!   back). In writes: one read and one conditional write per attestation, and the same per
 //!   enrolment (BENCHMARKS.md has the measured latency).
+//! - **Unlocked sessions.** The DEK of an unlocked vault lives in the memory of the enclave that
+//!   checked the PIN; the app's next request may reach another host. After every successful PIN
+//!   check the DEK is also wrapped under the fleet key into `unlock#{owner}` (expiry: the idle
+//!   lock from now, verifier in the AAD), and a host holding the vault locked takes it from
+//!   there. This costs one write per unlock and one read when a host first serves an unlocked
+//!   vault, and adds nothing a thief of the fleet key lacks: the fleet key's holder is an
+//!   admitted enclave, which can open every vault's material anyway; the PIN still guards every
+//!   vault that is not unlocked at that moment.
 //! - If the trusted store cannot take the key, the attestation still answers and the key stays
 //!   in this enclave's memory only (single use by [`KeyStore`]): enrolment then works on this
 //!   host, as before the fleet existed, and the failure is logged.
@@ -31,7 +39,7 @@ use std::time::Duration;
 
 use aws_lc_rs::agreement::{PrivateKey, X25519};
 use serde::{Deserialize, Serialize};
-use vettid_vault_crypto::{wrap, Material};
+use vettid_vault_crypto::{wrap, Dek, Material};
 use zeroize::Zeroizing;
 
 use crate::keys::{KeyStore, PublicKey, DEFAULT_PER_OWNER};
@@ -70,6 +78,33 @@ impl std::fmt::Debug for FleetKeys {
             .field("key_loaded", &self.key.initialized())
             .finish()
     }
+}
+
+/// An unlocked vault's DEK, wrapped for the other hosts (see [`FleetKeys::put_session`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Session {
+    expires_ms: u64,
+    #[serde(with = "serde_bytes")]
+    verifier: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    sealed: Vec<u8>,
+}
+
+/// AAD label of a wrapped session DEK.
+const SESSION_LABEL: &[u8] = b"vettid unlocked dek v1";
+
+fn session_key(owner: &str) -> String {
+    format!("unlock#{owner}")
+}
+
+fn session_aad(owner: &str, expires_ms: u64, verifier: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SESSION_LABEL.len() + owner.len() + 48);
+    out.extend_from_slice(SESSION_LABEL);
+    out.extend_from_slice(&(owner.len() as u16).to_be_bytes());
+    out.extend_from_slice(owner.as_bytes());
+    out.extend_from_slice(&expires_ms.to_be_bytes());
+    out.extend_from_slice(verifier);
+    out
 }
 
 fn item_key(owner: &str) -> String {
@@ -299,13 +334,97 @@ impl FleetKeys {
         Err(ClientError::TrustedStoreUnavailable)
     }
 
+    /// Records that `owner`'s vault is unlocked with `dek` (whose verifier is `verifier`) until
+    /// `ttl` from now, so another host can serve the app's next request without the PIN.
+    ///
+    /// # Errors
+    /// Trusted store and KMS errors (the unlock itself stands; only other hosts will ask for
+    /// the PIN).
+    pub async fn put_session(
+        &self,
+        sealer: &dyn Sealer,
+        owner: &str,
+        dek: &Dek,
+        verifier: &[u8; 32],
+        ttl: Duration,
+    ) -> Result<(), ClientError> {
+        let fleet = self.key(sealer).await?;
+        let expires_ms = crate::vault::now_ms() + ttl.as_millis() as u64;
+        let sealed = wrap::seal(
+            fleet.expose(),
+            &session_aad(owner, expires_ms, verifier),
+            dek.expose(),
+        )
+        .map_err(|_| ClientError::Internal)?;
+        let mut body = Vec::new();
+        let _ = ciborium::into_writer(
+            &Session {
+                expires_ms,
+                verifier: verifier.to_vec(),
+                sealed,
+            },
+            &mut body,
+        );
+        let key = session_key(owner);
+        for _ in 0..SWAP_ATTEMPTS {
+            let current = self.trusted.get(&key).await.map_err(trusted_error)?;
+            match self.trusted.swap(&key, current.map(|c| c.rev), &body).await {
+                Ok(_) => return Ok(()),
+                Err(TrustedError::Conflict) => continue,
+                Err(e) => return Err(trusted_error(e)),
+            }
+        }
+        Err(ClientError::TrustedStoreUnavailable)
+    }
+
+    /// The DEK of `owner`'s unlocked session, if one is live for the vault whose PIN verifier is
+    /// `verifier` (a PIN change on any host ends the old session: its verifier differs).
+    ///
+    /// # Errors
+    /// Trusted store and KMS errors.
+    pub async fn session(
+        &self,
+        sealer: &dyn Sealer,
+        owner: &str,
+        verifier: &[u8; 32],
+    ) -> Result<Option<Dek>, ClientError> {
+        let Some(item) = self
+            .trusted
+            .get(&session_key(owner))
+            .await
+            .map_err(trusted_error)?
+        else {
+            return Ok(None);
+        };
+        let Ok(session) = ciborium::from_reader::<Session, _>(item.body.as_slice()) else {
+            tracing::error!(owner, "unlock session item does not parse");
+            return Ok(None);
+        };
+        if session.expires_ms <= crate::vault::now_ms() || session.verifier != verifier {
+            return Ok(None);
+        }
+        let fleet = self.key(sealer).await?;
+        let Ok(dek) = wrap::open(
+            fleet.expose(),
+            &session_aad(owner, session.expires_ms, verifier),
+            &session.sealed,
+        ) else {
+            tracing::error!(owner, "unlock session did not open");
+            return Ok(None);
+        };
+        let bytes: [u8; 32] = dek
+            .as_slice()
+            .try_into()
+            .map_err(|_| ClientError::Internal)?;
+        Ok(Some(Dek::from_bytes(bytes)))
+    }
+
     /// Drops every key of `owner` (signed reset).
     pub async fn remove_owner(&self, owner: &str) -> Result<bool, ClientError> {
-        self.trusted
-            .take(&item_key(owner))
-            .await
-            .map(|t| t.is_some())
-            .map_err(trusted_error)
+        let session = self.trusted.take(&session_key(owner)).await;
+        let keys = self.trusted.take(&item_key(owner)).await;
+        session.map_err(trusted_error)?;
+        keys.map(|t| t.is_some()).map_err(trusted_error)
     }
 }
 

@@ -512,6 +512,8 @@ impl Vaults {
                 }
             };
             let meta = record::open_meta(&material, &stored).map_err(record_error)?;
+            // A credential deletion recorded while locked waits for a PIN unlock to apply it.
+            let kept = kept.filter(|_| !meta.credential_delete_pending);
             let unlocked = kept.and_then(|(dek, last_activity)| {
                 let verifier = vettid_vault_crypto::PinVerifier::from_bytes(&meta.verifier).ok()?;
                 if !verifier.matches(&dek) {

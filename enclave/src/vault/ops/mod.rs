@@ -458,12 +458,64 @@ impl Ctx<'_> {
         x25519_private(&slot.vault.as_ref().ok_or(ClientError::Internal)?.meta.ecies)
     }
 
+    /// Shares an unlocked vault's DEK with the fleet ([`crate::fleet`]); a failure only means
+    /// other hosts will ask for the PIN.
+    pub(super) async fn share_session(&self, dek: &Dek, verifier: &[u8; 32]) {
+        let Some(fleet) = &self.state.fleet else {
+            return;
+        };
+        let ttl = self.vaults.config().idle_lock;
+        if let Err(e) = fleet
+            .put_session(self.sealer, self.owner, dek, verifier, ttl)
+            .await
+        {
+            tracing::warn!(vault = self.owner, code = e.code(), "unlock not shared");
+        }
+    }
+
+    /// The unlocked state from a session another host shared, if one is live for this vault's
+    /// current PIN. Not while a credential deletion waits for the next PIN unlock.
+    async fn shared_session(
+        &self,
+        loaded: &super::Loaded,
+    ) -> Result<Option<super::Unlocked>, ClientError> {
+        let Some(fleet) = &self.state.fleet else {
+            return Ok(None);
+        };
+        if loaded.meta.credential_delete_pending {
+            return Ok(None);
+        }
+        let Some(dek) = fleet
+            .session(self.sealer, self.owner, &loaded.meta.verifier)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let verifier = PinVerifier::from_bytes(&loaded.meta.verifier)
+            .map_err(|_| ClientError::CorruptVault)?;
+        if !verifier.matches(&dek) {
+            return Ok(None);
+        }
+        let state = super::record::open_state(&dek, self.owner, &loaded.meta, &loaded.stored.state)
+            .map_err(|_| ClientError::CorruptVault)?;
+        tracing::debug!(
+            vault = self.owner,
+            "unlocked by a session shared from another host"
+        );
+        Ok(Some(super::Unlocked {
+            dek,
+            state,
+            last_activity: std::time::Instant::now(),
+        }))
+    }
+
     /// Locks the slot and returns it with copies of the meta, the unlocked state and the DEK.
     pub(super) async fn unlocked(
         &self,
     ) -> Result<(tokio::sync::OwnedMutexGuard<Slot>, Meta, State, Dek), ClientError> {
         let mut slot = self.vaults.slot_in_time(self.owner).await?;
-        if slot.vault.is_none() && slot.retained.is_none() {
+        // In a fleet the vault may be unlocked on another host: load it and ask.
+        if slot.vault.is_none() && slot.retained.is_none() && self.state.fleet.is_none() {
             return Err(if self.vaults.exists(self.owner).await? {
                 ClientError::VaultLocked
             } else {
@@ -471,6 +523,9 @@ impl Ctx<'_> {
             });
         }
         let loaded = self.vaults.load(self.sealer, self.owner, &mut slot).await?;
+        if loaded.unlocked.is_none() {
+            loaded.unlocked = self.shared_session(loaded).await?;
+        }
         let meta = loaded.meta.clone();
         let unlocked = loaded.unlocked.as_mut().ok_or(ClientError::VaultLocked)?;
         unlocked.last_activity = std::time::Instant::now();

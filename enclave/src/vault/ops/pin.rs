@@ -183,6 +183,15 @@ impl Ctx<'_> {
             )
             .await?;
         tracing::info!(vault = self.owner, "vault enrolled");
+        if let Some(u) = slot.vault.as_ref().and_then(|v| v.unlocked.as_ref()) {
+            let (dek, verifier) = (
+                dek_copy(&u.dek),
+                slot.vault.as_ref().map(|v| v.meta.verifier),
+            );
+            if let Some(verifier) = verifier {
+                self.share_session(&dek, &verifier).await;
+            }
+        }
         let mut reply = object(json!({
             "status": "vault_ready",
             "utks": utks,
@@ -298,10 +307,13 @@ impl Ctx<'_> {
         } else {
             None
         };
+        let verifier = meta.verifier;
+        let session_dek = dek_copy(&dek);
         self.vaults
             .commit(self.owner, slot, meta, Some((dek, state)))
             .await?;
         tracing::info!(vault = self.owner, status, "PIN operation done");
+        self.share_session(&session_dek, &verifier).await;
         // v1 apps parse `"id:base64"` strings here; a v2 reply has the one object shape.
         let new_utks = if v2 {
             new_utks
