@@ -57,6 +57,10 @@ struct Args {
     /// --kms-tunnel, or none (then vault operations answer KMSNotConfigured).
     #[command(flatten)]
     kms: vettid_enclave::kms::KmsFlags,
+    /// The trusted state store (DynamoDB, issue 12): all of --trusted-store-endpoint, -region and
+    /// -table (and the --kms-* flags), or none (single-host mode, as health reports).
+    #[command(flatten)]
+    trusted: vettid_enclave::trusted::TrustedFlags,
     /// Print build facts (version, whether the mock NSM is compiled in) as JSON and exit.
     #[arg(long)]
     build_info: bool,
@@ -121,6 +125,16 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    let trusted =
+        match vettid_enclave::trusted::TrustedConfig::from_flags(&args.trusted, kms.is_some()) {
+            Ok(t) => t,
+            Err(errors) => {
+                for e in errors {
+                    tracing::error!(error = %e, "invalid trusted store configuration");
+                }
+                return ExitCode::from(EX_USAGE);
+            }
+        };
     let nsm = match open_nsm(&args) {
         Ok(nsm) => nsm,
         Err(e) => {
@@ -139,7 +153,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_OSERR);
         }
     };
-    runtime.block_on(run(config, vault, kms, nsm, control, logs))
+    runtime.block_on(run(config, vault, kms, trusted, nsm, control, logs))
 }
 
 /// The control verifier from `--control-keys` and `--enclave-id`, reporting every error at once.
@@ -180,6 +194,7 @@ async fn run(
     config: EnclaveConfig,
     vault: vettid_enclave::vault::VaultConfig,
     kms: Option<vettid_enclave::kms::KmsConfig>,
+    trusted: Option<vettid_enclave::trusted::TrustedConfig>,
     nsm: Arc<dyn vettid_nsm::Nsm>,
     control: ControlState,
     logs: tokio::sync::mpsc::Receiver<vettid_protocol::LogEvent>,
@@ -200,15 +215,42 @@ async fn run(
             state
         }
         Some(kms) => {
+            let tunnel = kms.tunnel.clone();
             // Credentials come from whichever parent connection is up when the SDK needs them.
             let credentials = Arc::new(vettid_enclave::kms::ParentCredentials::new(
                 state.parent.clone(),
             ));
-            match vettid_enclave::kms::Kms::start(kms, state.nsm.clone(), credentials).await {
-                Ok(kms) => state.with_sealer(Arc::new(kms)),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the KMS client");
-                    return ExitCode::from(EX_OSERR);
+            let kms =
+                match vettid_enclave::kms::Kms::start(kms, state.nsm.clone(), credentials).await {
+                    Ok(kms) => Arc::new(kms),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the KMS client");
+                        return ExitCode::from(EX_OSERR);
+                    }
+                };
+            let state = state.with_sealer(kms.clone());
+            match trusted {
+                None => {
+                    tracing::warn!(
+                        mode = "single-host",
+                        "no --trusted-store-* flags: rollback protection is this enclave's memory only"
+                    );
+                    state
+                }
+                Some(trusted) => {
+                    // The table's credentials: sealed in the vault bucket, opened by this KMS.
+                    let source = Arc::new(vettid_enclave::trusted::ParentObject::new(
+                        state.parent.clone(),
+                    ));
+                    match vettid_enclave::trusted::TrustedStore::start(trusted, tunnel, source, kms)
+                        .await
+                    {
+                        Ok(store) => state.with_trusted(Arc::new(store)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start the trusted store client");
+                            return ExitCode::from(EX_OSERR);
+                        }
+                    }
                 }
             }
         }

@@ -12,7 +12,7 @@ use crate::fleet::FleetKeys;
 use crate::keys::KeyStore;
 use crate::parent::ParentLink;
 use crate::sealing::Sealer;
-use crate::trusted::TrustedStore;
+use crate::trusted::{TrustedReport, TrustedStore};
 use crate::vault::store::VaultStore;
 use crate::vault::{VaultConfig, Vaults};
 
@@ -90,6 +90,13 @@ impl EnclaveState {
         self.vaults = self.vaults.with_trusted(Some(trusted.clone()));
         self.trusted = Some(trusted);
         self
+    }
+
+    /// What health shows about the trusted store (`mode: single-host` without one).
+    pub fn trusted_report(&self) -> TrustedReport {
+        self.trusted
+            .as_ref()
+            .map_or_else(TrustedReport::single_host, |t| t.report())
     }
 
     /// Sets the control-command state (keys from `--control-keys`, this enclave's id).

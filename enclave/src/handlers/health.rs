@@ -28,6 +28,9 @@ pub struct HealthReply {
     kms_key_check: Option<crate::sealing::KeyCheckReport>,
     /// KMS call outcomes since start by stable code (`ok`, `KMSAccessDenied`, …).
     kms_outcomes: std::collections::BTreeMap<&'static str, u64>,
+    /// The trusted state store: `mode` (`trusted-store` or `single-host`), its table, whether
+    /// its sealed credentials are open, the last failure's code and calls by outcome.
+    trusted_store: crate::trusted::TrustedReport,
     /// `serving`, or `draining` after a signed `drain` (new vault work refused).
     phase: &'static str,
     memory_used_mb: u64,
@@ -58,6 +61,7 @@ pub fn handle(state: &EnclaveState) -> HealthReply {
         kms_configured: state.sealer.is_some(),
         kms_key_check: state.sealer.as_ref().and_then(|s| s.key_check()),
         kms_outcomes: state.vaults.kms_outcomes(),
+        trusted_store: state.trusted_report(),
         phase: match state.control.phase() {
             crate::control::Phase::Serving => "serving",
             crate::control::Phase::Draining => "draining",

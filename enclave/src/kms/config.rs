@@ -255,7 +255,7 @@ fn check_pcr0(value: &str) -> Result<String, String> {
 }
 
 /// `us-east-1`-shaped: lower-case letters, digits and `-`.
-fn check_region(region: &str) -> Result<String, String> {
+pub(crate) fn check_region(region: &str) -> Result<String, String> {
     if region.is_empty()
         || region.len() > 32
         || !region
@@ -269,7 +269,7 @@ fn check_region(region: &str) -> Result<String, String> {
 
 /// Reads and checks a PEM file of CA certificates: at least one, every one a usable trust anchor.
 /// (The SDK's client panics on a certificate it cannot parse, so nothing unchecked reaches it.)
-fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
     let pem = std::fs::read(path).map_err(|e| e.to_string())?;
     if pem.len() > MAX_CA_FILE_LEN {
         return Err(format!("larger than {MAX_CA_FILE_LEN} bytes"));

@@ -289,6 +289,42 @@ impl Kms {
         result
     }
 
+    /// `Decrypt` with a Recipient of a blob that is not a data key (the trusted store's sealed
+    /// credentials): its plaintext, at most `max_len` bytes, zeroized on drop. `context` is the
+    /// exact encryption context the blob was made with; KMS refuses any other.
+    ///
+    /// # Errors
+    /// The typed [`SealError`] (see [`errors`]).
+    pub async fn decrypt_bytes(
+        &self,
+        blob: &[u8],
+        context: &[(&str, &str)],
+        max_len: usize,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, SealError> {
+        const OP: &str = "Decrypt";
+        let started = Instant::now();
+        let result = async {
+            let recipient = Recipient::fresh(self.nsm.clone()).await?;
+            let mut request = self
+                .client
+                .decrypt()
+                .key_id(self.key_id.as_str())
+                .ciphertext_blob(Blob::new(blob.to_vec()))
+                .recipient(recipient.info());
+            for (k, v) in context {
+                request = request.encryption_context(*k, *v);
+            }
+            let out = request.send().await.map_err(|e| self.failed(OP, &e))?;
+            self.check_key_id(OP, out.key_id())?;
+            recipient
+                .open_bytes(out.plaintext(), out.ciphertext_for_recipient(), max_len)
+                .await
+        }
+        .await;
+        self.log(OP, started, result.as_ref().map(|_| ()));
+        result
+    }
+
     /// Maps and logs a failed SDK call (the full error stays in the enclave's own log).
     fn failed<E, R>(&self, operation: &'static str, err: &SdkError<E, R>) -> SealError
     where

@@ -13,6 +13,7 @@ use aws_sdk_kms::types::{KeyEncryptionMechanism, RecipientInfo};
 use vettid_nsm::{AttestationRequest, Nsm};
 use vettid_recipient::{open_ciphertext_for_recipient, RecipientError, RecipientKey};
 use vettid_vault_crypto::Material;
+use zeroize::Zeroizing;
 
 use crate::sealing::SealError;
 
@@ -85,23 +86,7 @@ impl Recipient {
         plaintext: Option<&Blob>,
         envelope: Option<&Blob>,
     ) -> Result<Material, SealError> {
-        if plaintext.is_some() {
-            return Err(SealError::Downgrade);
-        }
-        let envelope = envelope.ok_or(SealError::BadEnvelope)?.as_ref().to_vec();
-        let opened = tokio::task::spawn_blocking(move || {
-            open_ciphertext_for_recipient(&self.key, &envelope)
-        })
-        .await
-        .map_err(|_| SealError::BadEnvelope)?;
-        let data_key = opened.map_err(|e| {
-            tracing::error!(
-                code = "KMSBadEnvelope",
-                reason = envelope_reason(&e),
-                "KMS reply did not open"
-            );
-            SealError::BadEnvelope
-        })?;
+        let data_key = self.open_bytes(plaintext, envelope, DATA_KEY_LEN).await?;
         let bytes: [u8; DATA_KEY_LEN] = data_key.as_slice().try_into().map_err(|_| {
             tracing::error!(
                 code = "KMSBadEnvelope",
@@ -111,6 +96,46 @@ impl Recipient {
             SealError::BadEnvelope
         })?;
         Ok(Material::from_bytes(bytes))
+    }
+
+    /// Any plaintext of at most `max_len` bytes from a reply (a `Decrypt` of something that is not
+    /// a data key, e.g. the trusted store's sealed credentials), with the same refusals as
+    /// [`Recipient::open`]. The bytes are zeroized when dropped.
+    ///
+    /// # Errors
+    /// [`SealError::Downgrade`]; [`SealError::BadEnvelope`] also for a plaintext over `max_len`.
+    pub async fn open_bytes(
+        self,
+        plaintext: Option<&Blob>,
+        envelope: Option<&Blob>,
+        max_len: usize,
+    ) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        if plaintext.is_some() {
+            return Err(SealError::Downgrade);
+        }
+        let envelope = envelope.ok_or(SealError::BadEnvelope)?.as_ref().to_vec();
+        let opened = tokio::task::spawn_blocking(move || {
+            open_ciphertext_for_recipient(&self.key, &envelope)
+        })
+        .await
+        .map_err(|_| SealError::BadEnvelope)?;
+        let bytes = opened.map_err(|e| {
+            tracing::error!(
+                code = "KMSBadEnvelope",
+                reason = envelope_reason(&e),
+                "KMS reply did not open"
+            );
+            SealError::BadEnvelope
+        })?;
+        if bytes.len() > max_len {
+            tracing::error!(
+                code = "KMSBadEnvelope",
+                reason = "length",
+                "KMS plaintext is longer than expected"
+            );
+            return Err(SealError::BadEnvelope);
+        }
+        Ok(bytes)
     }
 }
 
