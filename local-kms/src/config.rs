@@ -217,7 +217,7 @@ fn tls_source(settings: &Settings, errors: &mut Vec<String>) -> Option<TlsSource
 }
 
 /// A DNS name for the self-signed certificate: labels of `[A-Za-z0-9-]`, dot-separated.
-fn check_hostname(name: &str) -> Result<(), String> {
+pub(crate) fn check_hostname(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {

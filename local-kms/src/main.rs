@@ -67,7 +67,49 @@ struct Args {
     tls_hostname: Option<String>,
 }
 
+/// `vettid-local-kms issue-cert`: a server certificate for another dev host name from the dev CA.
+#[derive(Debug, Parser)]
+#[command(name = "vettid-local-kms issue-cert")]
+struct IssueCert {
+    /// The dev CA's directory (as given to --tls-self-signed; created on first use).
+    #[arg(long, value_name = "DIR")]
+    ca_dir: PathBuf,
+    /// The DNS name the certificate is for (e.g. dynamodb.vettid.test).
+    #[arg(long, value_name = "NAME")]
+    name: String,
+    /// Where to write cert.pem (chain, leaf first) and key.pem (mode 0600).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
 fn main() -> ExitCode {
+    // A subcommand without turning the server's flags into one: the dev DynamoDB stand-in serves
+    // TLS with a certificate from the same CA the enclave already trusts for KMS.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "issue-cert")
+    {
+        let args = IssueCert::parse_from(std::env::args_os().skip(1));
+        return match vettid_local_kms::tls::issue_files(&args.ca_dir, &args.name, &args.out) {
+            Ok(()) => {
+                eprintln!(
+                    "issued {} for {} from {}",
+                    args.out
+                        .join(vettid_local_kms::tls::ISSUED_CERT_FILE)
+                        .display(),
+                    args.name,
+                    args.ca_dir
+                        .join(vettid_local_kms::tls::CA_CERT_FILE)
+                        .display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vettid-local-kms issue-cert: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

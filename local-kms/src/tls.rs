@@ -130,6 +130,49 @@ fn self_signed(
     Ok((vec![server.der().clone(), ca_der], key))
 }
 
+/// File names [`issue_files`] writes: the chain (server certificate, then the CA) and its key.
+pub const ISSUED_CERT_FILE: &str = "cert.pem";
+/// See [`ISSUED_CERT_FILE`] (mode 0600).
+pub const ISSUED_KEY_FILE: &str = "key.pem";
+
+/// Issues a server certificate for `hostname` from the dev CA in `ca_dir` (created on first use,
+/// as for `--tls-self-signed`) and writes it to `out/cert.pem` (chain, leaf first) and
+/// `out/key.pem` (PKCS#8, mode 0600): for another dev server that clients verify against the same
+/// `ca.pem`, e.g. the DynamoDB stand-in for `dynamodb.vettid.test`.
+///
+/// # Errors
+/// [`StartError::Tls`] for an unusable CA directory, host name or output directory.
+pub fn issue_files(ca_dir: &Path, hostname: &str, out: &Path) -> Result<(), StartError> {
+    let tls = |what: &str, e: &dyn std::fmt::Display| StartError::Tls(format!("{what}: {e}"));
+    crate::config::check_hostname(hostname).map_err(|e| tls("--name", &e))?;
+    let (chain, key) = self_signed(ca_dir, hostname)?;
+    std::fs::create_dir_all(out).map_err(|e| tls(&out.display().to_string(), &e))?;
+    let mut pem = String::new();
+    for cert in &chain {
+        pem.push_str(&pem_block("CERTIFICATE", cert.as_ref()));
+    }
+    std::fs::write(out.join(ISSUED_CERT_FILE), pem)
+        .map_err(|e| tls(&out.join(ISSUED_CERT_FILE).display().to_string(), &e))?;
+    let key_pem = match &key {
+        PrivateKeyDer::Pkcs8(k) => pem_block("PRIVATE KEY", k.secret_pkcs8_der()),
+        _ => return Err(tls("server key", &"not PKCS#8")),
+    };
+    write_private(&out.join(ISSUED_KEY_FILE), key_pem.as_bytes())
+        .map_err(|e| tls(&out.join(ISSUED_KEY_FILE).display().to_string(), &e))
+}
+
+fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
+}
+
 /// The dev CA's parameters (the same at creation and at every reuse).
 fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -161,6 +204,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::client::danger::ServerCertVerifier;
 
     #[test]
     fn the_dev_ca_is_created_once_and_reused() {
@@ -179,6 +223,51 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_certificate_for_another_name_comes_from_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("dynamodb");
+        issue_files(&dir.path().join("ca"), "dynamodb.vettid.test", &out).unwrap();
+        let files = TlsSource::Files {
+            cert: out.join(ISSUED_CERT_FILE),
+            key: out.join(ISSUED_KEY_FILE),
+        };
+        server_config(&files).unwrap();
+        let chain: Vec<_> = CertificateDer::pem_file_iter(out.join(ISSUED_CERT_FILE))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let ca = CertificateDer::from_pem_file(dir.path().join("ca").join(CA_CERT_FILE)).unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[1], ca);
+        // The leaf verifies for its name under the CA, and only for it.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        let now = rustls_pki_types::UnixTime::now();
+        let name = rustls_pki_types::ServerName::try_from("dynamodb.vettid.test").unwrap();
+        verifier
+            .verify_server_cert(&chain[0], &chain[1..], &name, &[], now)
+            .unwrap();
+        let other = rustls_pki_types::ServerName::try_from("kms.vettid.test").unwrap();
+        assert!(verifier
+            .verify_server_cert(&chain[0], &chain[1..], &other, &[], now)
+            .is_err());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.join(ISSUED_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A bad name is refused before anything is written.
+        assert!(issue_files(&dir.path().join("ca"), "not a name", &dir.path().join("x")).is_err());
+        assert!(!dir.path().join("x").exists());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 # Shared helpers for scripts/dev and scripts/test. Sourced, not run.
-# Installs only what is missing: from Debian's packages, and moto from PyPI.
+# Installs only what is missing: from Debian's packages, moto from PyPI, dynalite from the npm registry.
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -62,6 +62,7 @@ ensure_test_deps() {
         apt_install "${missing[@]}"
     fi
     ensure_moto
+    ensure_dynalite
 }
 
 # moto_server: the local S3 that tests/tests/storage_s3.rs drives the real S3 store against.
@@ -80,3 +81,30 @@ ensure_moto() {
 
 # 0 if something accepts TCP connections on host:port.
 tcp_open() { (exec 3<>"/dev/tcp/$1/$2") >/dev/null 2>&1; }
+
+# dynalite: the DynamoDB stand-in behind the enclave's trusted store (tests/src/dynamo.rs, scripts/dev),
+# from the npm registry at exactly the versions scripts/lib/dynalite/package-lock.json pins (`npm ci`),
+# into its own directory; reinstalled only when the lock file changes. Needs Node.js >= 20 (dynalite 4).
+# Exports VETTID_DYNALITE_DIR (its node_modules is what scripts/lib/dynalite-tls.js loads).
+ensure_dynalite() {
+    local dir="${VETTID_DYNALITE_DIR:-$HOME/.cache/vettid/dynalite}"
+    local src
+    src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/dynalite"
+    if ! have node || ! have npm; then
+        step "installing nodejs and npm (Debian packages)"
+        apt_install nodejs npm
+    fi
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]')
+    if [ "$major" -lt 20 ]; then
+        echo "dynalite 4 needs Node.js >= 20; this machine has $(node --version)" >&2
+        return 1
+    fi
+    if [ ! -f "$dir/node_modules/dynalite/package.json" ] || ! cmp -s "$src/package-lock.json" "$dir/package-lock.json"; then
+        step "installing dynalite (npm ci, pinned by scripts/lib/dynalite/package-lock.json, into $dir)"
+        mkdir -p "$dir"
+        cp "$src/package.json" "$src/package-lock.json" "$dir/"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+    export VETTID_DYNALITE_DIR="$dir"
+}

@@ -18,6 +18,8 @@
 // - VETTID_DYNAMO_ACCESS_KEYS (comma-separated access key ids; unset = any): a request signed with
 //   another key id is an UnrecognizedClientException, as AWS answers unknown credentials.
 //   Signatures are not checked (dynalite checks none).
+// VETTID_EXIT_WITH_PID: exit when that process is gone (a test process's one stand-in, which no
+// destructor of a static can kill).
 'use strict'
 const fs = require('fs')
 const https = require('https')
@@ -103,6 +105,12 @@ server.on('error', (e) => {
   console.error(`dynalite-tls.js: ${e.message}`)
   process.exit(1)
 })
+const watched = Number(process.env.VETTID_EXIT_WITH_PID || 0)
+if (watched > 0) {
+  setInterval(() => {
+    try { process.kill(watched, 0) } catch (_) { process.exit(0) }
+  }, 500).unref()
+}
 let stopping = false
 for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => {

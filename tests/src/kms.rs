@@ -277,7 +277,7 @@ impl LocalKms {
 
 /// Resolves every name to 127.0.0.1 (the local KMS's name is in no DNS).
 #[derive(Debug, Clone)]
-struct Loopback;
+pub(crate) struct Loopback;
 
 impl aws_smithy_runtime_api::client::dns::ResolveDns for Loopback {
     fn resolve_dns<'a>(

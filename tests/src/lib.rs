@@ -9,6 +9,7 @@
 #![allow(missing_docs, clippy::print_stderr)]
 
 pub mod app;
+pub mod dynamo;
 pub mod faults;
 pub mod http;
 pub mod kms;

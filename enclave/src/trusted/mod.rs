@@ -518,9 +518,19 @@ impl TrustedStore {
         let mut attempt = 1;
         loop {
             let outcome = match kind {
-                Kind::Read => crate::deadline::within(send())
-                    .await
-                    .unwrap_or_else(|| Err(SdkError::timeout_error("request deadline"))),
+                Kind::Read => match crate::deadline::within(send()).await {
+                    Some(outcome) => outcome,
+                    None => {
+                        // A read changes nothing: cut at the deadline, it is just unavailable.
+                        tracing::warn!(
+                            code = TrustedError::Unavailable.code(),
+                            operation,
+                            reason = "deadline",
+                            "trusted store read cut at the request's deadline"
+                        );
+                        return Err(TrustedError::Unavailable);
+                    }
+                },
                 Kind::Write => send().await,
             };
             let err = match outcome {
