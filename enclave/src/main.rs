@@ -245,7 +245,11 @@ async fn run(
                     match vettid_enclave::trusted::TrustedStore::start(trusted, tunnel, source, kms)
                         .await
                     {
-                        Ok(store) => state.with_trusted(Arc::new(store)),
+                        Ok(store) => {
+                            let store = Arc::new(store);
+                            store.spawn_probe();
+                            state.with_trusted(store)
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "cannot start the trusted store client");
                             return ExitCode::from(EX_OSERR);

@@ -192,13 +192,13 @@ impl Dynamo {
     /// [`Dynamo::create_table`] from synchronous code (a thread with its own runtime).
     pub fn create_table_blocking(&self, name: &str) -> String {
         let client = self.client();
-        let name = name.to_owned();
+        let owned = name.to_owned();
         std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime")
-                .block_on(create_table(&client, &name))
+                .block_on(create_table(&client, &owned))
         })
         .join()
         .expect("create table");

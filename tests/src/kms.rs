@@ -198,15 +198,41 @@ impl KmsEndpoint {
 
     /// The parent's `[kms]` section: a tunnel on `tunnel` allowing only this KMS.
     pub fn parent_toml(&self, tunnel: &str, allow: Option<&[String]>) -> String {
+        self.parent_toml_with(tunnel, allow, &[])
+    }
+
+    /// [`KmsEndpoint::parent_toml`], also allowing `extra` (`HOST:PORT` of other endpoints the
+    /// enclave reaches through the same tunnel, e.g. the trusted store's table), each host pinned
+    /// to 127.0.0.1.
+    pub fn parent_toml_with(
+        &self,
+        tunnel: &str,
+        allow: Option<&[String]>,
+        extra: &[String],
+    ) -> String {
         let own = format!("{HOST}:{}", self.port);
-        let allow: Vec<String> = allow
+        let mut allow: Vec<String> = allow
             .map(<[String]>::to_vec)
             .unwrap_or_else(|| vec![own.clone()]);
-        // The KMS name is in no DNS: pin it to loopback when it is allowed at all.
-        let resolve = if allow.contains(&own) {
-            format!("resolve = {{ \"{HOST}\" = \"127.0.0.1\" }}\n")
-        } else {
+        allow.extend(extra.iter().cloned());
+        // The names are in no DNS: pin each allowed one to loopback.
+        let mut pins: Vec<String> = Vec::new();
+        if allow.contains(&own) {
+            pins.push(format!("\"{HOST}\" = \"127.0.0.1\""));
+        }
+        for authority in extra {
+            let host = authority
+                .rsplit_once(':')
+                .map_or(authority.as_str(), |(h, _)| h);
+            let pin = format!("\"{host}\" = \"127.0.0.1\"");
+            if !pins.contains(&pin) {
+                pins.push(pin);
+            }
+        }
+        let resolve = if pins.is_empty() {
             String::new()
+        } else {
+            format!("resolve = {{ {} }}\n", pins.join(", "))
         };
         let allow = allow
             .iter()

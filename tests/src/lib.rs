@@ -20,4 +20,4 @@ pub mod system;
 pub mod vault_client;
 
 pub use proc::{bin_path, free_port, Child, NatsServer};
-pub use system::{request_json, System, SystemOptions};
+pub use system::{request_json, System, SystemOptions, TrustedStoreInfo};

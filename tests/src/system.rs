@@ -46,6 +46,43 @@ pub struct SystemOptions {
     /// default: the stream acknowledges every `forVault` request that has a reply inbox, and
     /// the request/reply tests predate it.
     pub enrollment_stream: bool,
+    /// The trusted state store (issue 12): on the first host, a fresh table in this process's
+    /// DynamoDB stand-in ([`crate::dynamo`]), the dedicated principal's credentials sealed with
+    /// this system's local KMS and stored where the enclave reads them, the table's endpoint on
+    /// the parent's tunnel allow-list and the `--trusted-store-*` flags. A second host (sharing
+    /// the first's bucket through `storage_root`) uses the first host's table. Needs `kms`.
+    pub trusted_store: bool,
+}
+
+/// The trusted store a system (and the hosts sharing it) uses.
+#[derive(Debug, Clone)]
+pub struct TrustedStoreInfo {
+    /// `--trusted-store-table`.
+    pub table_arn: String,
+    /// `https://dynamodb.vettid.test:PORT`.
+    pub endpoint: String,
+    /// `HOST:PORT`, on the parent's tunnel allow-list.
+    pub authority: String,
+    /// `--trusted-store-ca-file`.
+    pub ca_pem: PathBuf,
+}
+
+impl TrustedStoreInfo {
+    /// The enclave's `--trusted-store-*` flags.
+    pub fn enclave_args(&self) -> Vec<String> {
+        vec![
+            "--trusted-store-endpoint".into(),
+            self.endpoint.clone(),
+            "--trusted-store-region".into(),
+            crate::dynamo::REGION.into(),
+            "--trusted-store-table".into(),
+            self.table_arn.clone(),
+            "--trusted-store-ca-file".into(),
+            self.ca_pem.display().to_string(),
+            "--trusted-store-forward-port".into(),
+            "0".into(),
+        ]
+    }
 }
 
 /// A running system. Everything is killed when it is dropped.
@@ -58,6 +95,8 @@ pub struct System {
     /// The local KMS this system started (the first host of a pair).
     pub kms: Option<LocalKms>,
     kms_endpoint: Option<KmsEndpoint>,
+    /// The trusted store this system's enclave writes (`SystemOptions::trusted_store`).
+    pub trusted: Option<TrustedStoreInfo>,
     pub(crate) opts: SystemOptions,
 }
 
@@ -78,6 +117,27 @@ impl System {
     /// A second host: its own enclave and parent, on `first`'s nats-server (same queue group).
     pub fn start_second_host(first: &System, opts: SystemOptions) -> Self {
         Self::start_on(Some(first), opts)
+    }
+
+    /// `n` hosts sharing one nats-server, one bucket (the first host's object root), one KMS and,
+    /// with `opts.trusted_store`, one table: the first host with `opts`, the others with `opts`
+    /// and the first host's `storage_root`.
+    pub fn start_fleet(n: usize, opts: SystemOptions) -> Vec<System> {
+        assert!(n >= 1);
+        let first = Self::start(opts.clone());
+        let storage_root = first.storage_root();
+        let mut fleet = vec![first];
+        for _ in 1..n {
+            let host = Self::start_second_host(
+                &fleet[0],
+                SystemOptions {
+                    storage_root: Some(storage_root.clone()),
+                    ..opts.clone()
+                },
+            );
+            fleet.push(host);
+        }
+        fleet
     }
 
     fn start_on(first: Option<&System>, opts: SystemOptions) -> Self {
@@ -104,6 +164,20 @@ impl System {
                 (Some(kms), Some(endpoint))
             }
         };
+        let trusted = match (opts.trusted_store, first.and_then(|f| f.trusted.clone())) {
+            (false, _) => None,
+            (true, Some(shared)) => Some(shared),
+            (true, None) => {
+                let kms = kms
+                    .as_ref()
+                    .expect("SystemOptions::trusted_store needs kms (its credentials are sealed under the KMS key)");
+                let root = opts
+                    .storage_root
+                    .clone()
+                    .unwrap_or_else(|| dir.path().join("objects"));
+                Some(provision_trusted_store(kms, &root))
+            }
+        };
         let mut s = Self {
             dir,
             nats,
@@ -112,6 +186,7 @@ impl System {
             http_port: free_port(),
             kms,
             kms_endpoint,
+            trusted,
             opts,
         };
         s.start_enclave();
@@ -173,6 +248,9 @@ impl System {
                 cmd.arg("--accept-v1-envelopes");
             }
         }
+        if let Some(t) = &self.trusted {
+            cmd.args(t.enclave_args());
+        }
         let started = Instant::now();
         let _ = std::fs::remove_file(self.socket());
         let child = Child::spawn("vettid-enclave", cmd, &self.dir.path().join("enclave.log"));
@@ -225,12 +303,17 @@ impl System {
         let toml = match &self.kms_endpoint {
             Some(k) => format!(
                 "{toml}{}",
-                k.parent_toml(
+                k.parent_toml_with(
                     &self.kms_tunnel(),
                     self.opts
                         .kms
                         .as_ref()
-                        .and_then(|o| o.parent_allow.as_deref())
+                        .and_then(|o| o.parent_allow.as_deref()),
+                    &self
+                        .trusted
+                        .iter()
+                        .map(|t| t.authority.clone())
+                        .collect::<Vec<_>>(),
                 )
             ),
             None => toml,
@@ -322,4 +405,73 @@ pub fn is_pub_ack(v: &Value) -> bool {
     v.get("stream").is_some_and(Value::is_string)
         && v.get("seq").is_some_and(Value::is_u64)
         && v.get("type").is_none()
+}
+
+/// Tables made by this process, for unique names.
+static TABLES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A fresh table in this process's stand-in, and the dedicated principal's credentials sealed
+/// under `kms`'s key (as the operator does with `Encrypt`) at the object the enclave reads in the
+/// fs store under `root`.
+fn provision_trusted_store(kms: &LocalKms, root: &std::path::Path) -> TrustedStoreInfo {
+    use crate::dynamo::{self, Dynamo};
+    let d = Dynamo::shared();
+    let name = format!(
+        "trusted-{}-{}",
+        std::process::id(),
+        TABLES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let table_arn = d.create_table_blocking(&name);
+    let blob = seal_credentials(
+        kms,
+        &dynamo::credentials_json(dynamo::ACCESS_KEY_ID, dynamo::SECRET_ACCESS_KEY),
+        &table_arn,
+    );
+    write_sealed_credentials(root, &blob);
+    TrustedStoreInfo {
+        table_arn,
+        endpoint: d.endpoint_url(),
+        authority: d.authority(),
+        ca_pem: d.ca_pem.clone(),
+    }
+}
+
+/// KMS `Encrypt` of `json` under the vault key with the trusted store's encryption context for
+/// `table_arn`. Through the local KMS's twin: the vault key's policy (`--require-recipient`)
+/// lets nobody `Encrypt` without attestation, and the operator's permission to seal is outside
+/// what the local KMS's default policy models (docs/OPERATIONS.md).
+pub fn seal_credentials(kms: &LocalKms, json: &str, table_arn: &str) -> Vec<u8> {
+    let client = kms.plaintext_client();
+    let json = json.to_owned();
+    let table_arn = table_arn.to_owned();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async move {
+                client
+                    .encrypt()
+                    .key_id(crate::kms::key_arn())
+                    .plaintext(aws_sdk_kms::primitives::Blob::new(json.into_bytes()))
+                    .encryption_context("vettid:purpose", "trusted-store-credentials")
+                    .encryption_context("vettid:table", table_arn)
+                    .send()
+                    .await
+                    .expect("Encrypt the trusted store credentials")
+                    .ciphertext_blob
+                    .expect("ciphertext")
+                    .into_inner()
+            })
+    })
+    .join()
+    .expect("seal")
+}
+
+/// Puts `blob` where the enclave reads its sealed credentials (`vaults/_trusted-store/credentials.kms`)
+/// in the fs object store rooted at `root` (an object `K` is the file `ROOT/K@`).
+pub fn write_sealed_credentials(root: &std::path::Path, blob: &[u8]) {
+    let path = root.join("vaults/_trusted-store/credentials.kms@");
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&path, blob).expect("write sealed credentials");
 }

@@ -60,6 +60,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub const MAX_ATTEMPTS: u32 = 3;
 /// Pause before retrying a write that was certainly not applied (doubled each time).
 pub const WRITE_BACKOFF: Duration = Duration::from_millis(50);
+/// The key [`TrustedStore::spawn_probe`] reads (never written).
+pub const PROBE_KEY: &str = "_probe";
+/// Probe interval while the table answers.
+pub const PROBE_EVERY: Duration = Duration::from_secs(30);
+/// Probe interval while it does not (and the delay before the first).
+pub const PROBE_RETRY: Duration = Duration::from_secs(2);
 /// Longest key accepted (DynamoDB allows 2048 bytes of partition key).
 pub const MAX_KEY_LEN: usize = 1024;
 /// Largest body accepted (DynamoDB's item limit is 400 KB, attribute names included).
@@ -467,6 +473,23 @@ impl TrustedStore {
             Err(e) => Err(e),
         };
         self.count(OP, result)
+    }
+
+    /// Reads [`PROBE_KEY`] now and then, so health shows whether the table answers (and the
+    /// sealed credentials open) before any vault needs it: every [`PROBE_EVERY`], every
+    /// [`PROBE_RETRY`] while it fails. Reads only; counted like any call. Stops when the store is
+    /// dropped.
+    pub fn spawn_probe(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let store = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(PROBE_RETRY).await;
+            loop {
+                let Some(s) = store.upgrade() else { return };
+                let ok = s.get(PROBE_KEY).await.is_ok();
+                drop(s);
+                tokio::time::sleep(if ok { PROBE_EVERY } else { PROBE_RETRY }).await;
+            }
+        })
     }
 
     /// What health shows.
