@@ -18,6 +18,9 @@
 // - VETTID_DYNAMO_ACCESS_KEYS (comma-separated access key ids; unset = any): a request signed with
 //   another key id is an UnrecognizedClientException, as AWS answers unknown credentials.
 //   Signatures are not checked (dynalite checks none).
+// VETTID_DYNAMO_ENSURE_TABLE=NAME: create table NAME with the trusted store's schema (`pk` S hash
+// key, on demand) unless it exists, before the "listening" line (scripts/dev: a persisted table
+// is kept as it is).
 // VETTID_EXIT_WITH_PID: exit when that process is gone (a test process's one stand-in, which no
 // destructor of a static can kill).
 'use strict'
@@ -98,8 +101,53 @@ const server = https.createServer({ cert: fs.readFileSync(cert), key: fs.readFil
   })
 })
 server.keepAliveTimeout = 30000
+// One DynamoDB call to ourselves, over our own TLS (its name checked against our certificate).
+function selfCall (target, payload) {
+  return new Promise((resolve, reject) => {
+    const req = https.request({
+      host,
+      port: server.address().port,
+      servername: process.env.VETTID_DYNAMO_HOST || 'dynamodb.vettid.test',
+      ca: fs.readFileSync(cert),
+      method: 'POST',
+      path: '/',
+      headers: {
+        'Content-Type': 'application/x-amz-json-1.0',
+        'X-Amz-Target': `DynamoDB_20120810.${target}`,
+        'X-Amz-Date': new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+/, ''),
+        Authorization: `AWS4-HMAC-SHA256 Credential=${keys[0] || 'dev'}/20260101/${region}/dynamodb/aws4_request, SignedHeaders=host, Signature=0`
+      }
+    }, (res) => {
+      const out = []
+      res.on('data', (c) => out.push(c))
+      res.on('end', () => resolve({ status: res.statusCode, body: JSON.parse(Buffer.concat(out).toString() || '{}') }))
+    })
+    req.on('error', reject)
+    req.end(JSON.stringify(payload))
+  })
+}
+
+async function ensureTable (name) {
+  const r = await selfCall('CreateTable', {
+    TableName: name,
+    AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
+    KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
+    BillingMode: 'PAY_PER_REQUEST'
+  })
+  if (r.status === 200) return 'created'
+  if (String(r.body.__type || '').endsWith('ResourceInUseException')) return 'kept'
+  throw new Error(`CreateTable ${name}: ${JSON.stringify(r.body)}`)
+}
+
 server.listen(Number(port), host, () => {
-  console.error(`listening on https://${host}:${server.address().port}`)
+  const table = process.env.VETTID_DYNAMO_ENSURE_TABLE
+  const ready = table ? ensureTable(table).then((how) => console.error(`table ${arnPrefix}${table} ${how}`)) : Promise.resolve()
+  ready.then(() => {
+    console.error(`listening on https://${host}:${server.address().port}`)
+  }, (e) => {
+    console.error(`dynalite-tls.js: ${e.message}`)
+    process.exit(1)
+  })
 })
 server.on('error', (e) => {
   console.error(`dynalite-tls.js: ${e.message}`)

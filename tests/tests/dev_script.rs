@@ -1,7 +1,9 @@
 //! `scripts/dev` (the README's first command) brings up a system that `vettid health` answers,
 //! starting its own nats-server when none runs at `NATS_URL`, whose vault works end to end (an app
 //! attests, then enrols with `pin.setup`: the enclave's KMS client reaches the script's local KMS
-//! through the parent's tunnel), and stops everything on Ctrl-C.
+//! through the parent's tunnel), whose enclave reads its trusted store (the script's dynalite,
+//! through the same tunnel, signed with the sealed dev credentials), and stops everything on
+//! Ctrl-C.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -37,6 +39,7 @@ fn dev_script_runs_a_system_whose_vault_works_and_stops_on_ctrl_c() {
         .env("VETTID_DEV_DIR", dir.path())
         .env("VETTID_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
         .env("VETTID_KMS_PORT", free_port().to_string())
+        .env("VETTID_DYNAMO_PORT", free_port().to_string())
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -67,12 +70,14 @@ fn dev_script_runs_a_system_whose_vault_works_and_stops_on_ctrl_c() {
     }
     // Results are collected, not asserted, until the script is stopped: a failed check must not
     // leave the dev system running.
-    let enrolled = if healthy {
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(enrol_like_an_app(&nats_url, dir.path()))
+    let (enrolled, trusted) = if healthy {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        (
+            rt.block_on(enrol_like_an_app(&nats_url, dir.path())),
+            rt.block_on(trusted_store_reached(&nats_url)),
+        )
     } else {
-        Err("not attempted".into())
+        (Err("not attempted".into()), Err("not attempted".into()))
     };
     let metrics = vettid_tests::http::get(http_port, "/metrics")
         .map(|(_, body)| body)
@@ -100,7 +105,19 @@ fn dev_script_runs_a_system_whose_vault_works_and_stops_on_ctrl_c() {
     if let Err(e) = &enrolled {
         panic!("the dev vault did not enrol: {e}; log:\n{log}");
     }
+    if let Err(e) = &trusted {
+        panic!("the dev enclave did not reach its trusted store: {e}; log:\n{log}");
+    }
     assert!(exited, "scripts/dev did not stop on SIGINT; log:\n{log}");
+    // The table lives in VETTID_DEV_DIR (kept across restarts), next to the sealed credentials.
+    assert!(
+        std::fs::read_dir(dir.path().join("dynamodb")).is_ok_and(|mut d| d.next().is_some()),
+        "no dynalite data in VETTID_DEV_DIR/dynamodb"
+    );
+    assert!(dir
+        .path()
+        .join("objects/vaults/_trusted-store/credentials.kms@")
+        .exists());
     assert!(
         dir.path().join("mock-root.pem").exists(),
         "mock root written to VETTID_DEV_DIR"
@@ -153,6 +170,32 @@ async fn enrol_like_an_app(nats_url: &str, dev_dir: &Path) -> Result<(), String>
         return Err(format!("pin.setup answered {reply}"));
     }
     Ok(())
+}
+
+/// `enclave.health` until its trusted store has answered (the enclave probes it within seconds of
+/// starting): `Ok` when the sealed credentials opened and a read succeeded through the tunnel.
+async fn trusted_store_reached(nats_url: &str) -> Result<(), String> {
+    let client = async_nats::connect(nats_url)
+        .await
+        .map_err(|e| format!("connect to NATS: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Ok(v) =
+            request_json(&client, "enclave.health", json!({}), Duration::from_secs(5)).await
+        {
+            let t = &v["trusted_store"];
+            if t["mode"] == "trusted-store"
+                && t["credentials_loaded"] == true
+                && t["outcomes"]["ok"].as_u64().unwrap_or(0) >= 1
+            {
+                return Ok(());
+            }
+            last = t.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("trusted store never answered: {last}"))
 }
 
 /// The enclave's key from a verified attestation reply.
