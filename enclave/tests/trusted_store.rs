@@ -165,12 +165,26 @@ impl Drop for Dynalite {
     }
 }
 
-/// The sealed object as the parent would hand it over (or not).
-struct Fixed(Option<Vec<u8>>);
+/// The sealed object as the parent would hand it over (or not); replaceable (an operator's
+/// rotation), counting reads.
+struct Fixed {
+    blob: std::sync::Mutex<Option<Vec<u8>>>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl Fixed {
+    fn new(blob: Option<Vec<u8>>) -> Arc<Self> {
+        Arc::new(Self {
+            blob: std::sync::Mutex::new(blob),
+            reads: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+}
 
 impl SealedSource for Fixed {
     fn fetch(&self) -> BoxFuture<'_, Result<Option<Vec<u8>>, CredentialsLoadError>> {
-        Box::pin(async move { Ok(self.0.clone()) })
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move { Ok(self.blob.lock().unwrap().clone()) })
     }
 }
 
@@ -214,7 +228,7 @@ async fn store(
     dynamo_port: u16,
     ca: &Path,
     tunnel: &Tunnel,
-    blob: Option<Vec<u8>>,
+    source: Arc<Fixed>,
     kms: Arc<Kms>,
 ) -> TrustedStore {
     let flags = TrustedFlags {
@@ -225,14 +239,9 @@ async fn store(
         trusted_store_forward_port: Some(0),
     };
     let config = TrustedConfig::from_flags(&flags, true).unwrap().unwrap();
-    TrustedStore::start(
-        config,
-        tunnel.address.parse().unwrap(),
-        Arc::new(Fixed(blob)),
-        kms,
-    )
-    .await
-    .unwrap()
+    TrustedStore::start(config, tunnel.address.parse().unwrap(), source, kms)
+        .await
+        .unwrap()
 }
 
 struct World {
@@ -260,11 +269,15 @@ async fn setup() -> World {
 
 impl World {
     async fn store_with(&self, blob: Option<Vec<u8>>) -> TrustedStore {
+        self.store_from(Fixed::new(blob)).await
+    }
+
+    async fn store_from(&self, source: Arc<Fixed>) -> TrustedStore {
         store(
             self.dynamo.port,
             &self.dynamo.ca,
             &self.tunnel,
-            blob,
+            source,
             self.kms.clone(),
         )
         .await
@@ -519,4 +532,26 @@ async fn no_time_left_means_not_started() {
     assert_eq!(r, (Err(TrustedError::NoTime), Err(TrustedError::NoTime)));
     // Nothing was written.
     assert_eq!(s.get("vault/a").await, Ok(None));
+}
+
+#[tokio::test]
+async fn credentials_are_read_once_and_again_after_a_denial() {
+    let w = setup().await;
+    // An operator sealed a key the table no longer knows, then rotates to the current one.
+    let source = Fixed::new(Some(
+        seal(&w.local, &creds("AKIAOLDROTATEDKEY"), TABLE_ARN).await,
+    ));
+    let s = w.store_from(source.clone()).await;
+    assert_eq!(s.get("vault/a").await, Err(TrustedError::Denied));
+    assert_eq!(source.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    *source.blob.lock().unwrap() = Some(seal(&w.local, &creds(AKID), TABLE_ARN).await);
+    // The denial dropped the cached key: the next call opens the object again and succeeds.
+    assert_eq!(s.get("vault/a").await, Ok(None));
+    assert_eq!(source.reads.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Working credentials are cached: more calls, no more reads.
+    for _ in 0..5 {
+        s.swap("vault/a", None, b"x").await.ok();
+        s.get("vault/a").await.unwrap();
+    }
+    assert_eq!(source.reads.load(std::sync::atomic::Ordering::SeqCst), 2);
 }

@@ -175,7 +175,7 @@ async fn check_semantics(backend: &str, c: &Client, table: &str, foreign: &str) 
     assert_eq!(get(c, table, "v1").await, None, "{backend}");
     put_new(c, table, "k", b"key").await.unwrap();
     let (x, y) = tokio::join!(take(c, table, "k"), take(c, table, "k"));
-    let got: Vec<_> = [x, y].into_iter().map(Result::unwrap).flatten().collect();
+    let got: Vec<_> = [x, y].into_iter().filter_map(Result::unwrap).collect();
     assert_eq!(
         got,
         vec![b"key".to_vec()],
