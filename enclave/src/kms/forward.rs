@@ -1,4 +1,5 @@
-//! The in-enclave forwarder: 127.0.0.1:PORT → the parent's byte tunnel → the KMS endpoint.
+//! The in-enclave forwarder: 127.0.0.1:PORT → the parent's byte tunnel → the KMS endpoint (or, with
+//! [`Forwarder::start_for`], the trusted store's table endpoint, through the same tunnel).
 //!
 //! The SDK connects to 127.0.0.1 (its resolver knows no other address). Each accepted connection
 //! becomes one tunnel: connect to the parent's tunnel address, write
@@ -33,6 +34,29 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_ANSWER_LEN: usize = 32;
 /// Pause after a failed accept (EMFILE and friends) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Whom a forwarder (or the one-name resolver, [`super::http`]) serves: named in its log lines,
+/// with the code an operator greps for when its tunnel fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    /// Human name in messages.
+    pub name: &'static str,
+    /// The stable code of "cannot reach it".
+    pub unavailable: &'static str,
+}
+
+impl Service {
+    /// The KMS client.
+    pub const KMS: Self = Self {
+        name: "KMS",
+        unavailable: "KMSUnavailable",
+    };
+    /// The trusted state store's DynamoDB client.
+    pub const TRUSTED_STORE: Self = Self {
+        name: "trusted store",
+        unavailable: "TrustedStoreUnavailable",
+    };
+}
 
 /// Why a tunnel could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -133,10 +157,29 @@ impl Forwarder {
     /// # Errors
     /// The bind error (port in use, or below 1024 without the privilege).
     pub async fn start(port: u16, tunnel: Address, target: String) -> io::Result<Self> {
+        Self::start_for(Service::KMS, port, tunnel, target).await
+    }
+
+    /// [`Forwarder::start`] for another endpoint than KMS, logging as `service`.
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn start_for(
+        service: Service,
+        port: u16,
+        tunnel: Address,
+        target: String,
+    ) -> io::Result<Self> {
         let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).await?;
         let local = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, tunnel, Arc::from(target), stopped));
+        let task = tokio::spawn(accept_loop(
+            service,
+            listener,
+            tunnel,
+            Arc::from(target),
+            stopped,
+        ));
         Ok(Self { local, stop, task })
     }
 
@@ -158,6 +201,7 @@ impl Drop for Forwarder {
 }
 
 async fn accept_loop(
+    service: Service,
     listener: TcpListener,
     tunnel: Address,
     target: Arc<str>,
@@ -182,7 +226,7 @@ async fn accept_loop(
         let local = match accepted {
             Ok((local, _)) => local,
             Err(e) => {
-                tracing::warn!(error = %e, "KMS forwarder: accept failed");
+                tracing::warn!(service = service.name, error = %e, "forwarder: accept failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
@@ -191,32 +235,38 @@ async fn accept_loop(
         let target = target.clone();
         connections.spawn(async move {
             let _slot = slot;
-            forward(local, &tunnel, &target).await;
+            forward(service, local, &tunnel, &target).await;
         });
         // Reap finished connections so the set does not grow with history.
         while connections.try_join_next().is_some() {}
     }
-    tracing::debug!(open = connections.len(), "KMS forwarder stopped");
+    tracing::debug!(
+        service = service.name,
+        open = connections.len(),
+        "forwarder stopped"
+    );
 }
 
-async fn forward(mut local: TcpStream, tunnel: &Address, target: &str) {
+async fn forward(service: Service, mut local: TcpStream, tunnel: &Address, target: &str) {
     let _ = local.set_nodelay(true);
     let mut remote = match open_tunnel(tunnel, target).await {
         Ok(remote) => remote,
         Err(TunnelError::Denied) => {
             tracing::error!(
-                code = "KMSUnavailable",
+                code = service.unavailable,
+                service = service.name,
+                target,
                 reason = "denied",
-                "the parent refused the KMS tunnel: configuration error (the parent's tunnel allow-list must name the KMS endpoint)"
+                "the parent refused the tunnel: configuration error (the parent's tunnel allow-list must name this endpoint)"
             );
             return;
         }
         Err(e) => {
-            tracing::warn!(code = "KMSUnavailable", reason = e.reason(), error = %e, "KMS tunnel could not be opened");
+            tracing::warn!(code = service.unavailable, service = service.name, target, reason = e.reason(), error = %e, "tunnel could not be opened");
             return;
         }
     };
     if let Err(e) = tokio::io::copy_bidirectional(&mut local, &mut remote).await {
-        tracing::debug!(error = %e, "KMS tunnel closed with an error");
+        tracing::debug!(service = service.name, error = %e, "tunnel closed with an error");
     }
 }

@@ -26,13 +26,20 @@ pub const POOL_MAX_IDLE: usize = 8;
 #[derive(Debug, Clone)]
 pub struct LoopbackResolver {
     host: String,
+    service: super::forward::Service,
 }
 
 impl LoopbackResolver {
     /// A resolver for `host` (compared case-insensitively, trailing dot ignored).
     pub fn new(host: &str) -> Self {
+        Self::for_service(host, super::forward::Service::KMS)
+    }
+
+    /// A resolver for `host` that logs as `service`.
+    pub fn for_service(host: &str, service: super::forward::Service) -> Self {
         Self {
             host: host.to_ascii_lowercase(),
+            service,
         }
     }
 
@@ -59,8 +66,9 @@ impl ResolveDns for LoopbackResolver {
     fn resolve_dns<'a>(&'a self, name: &'a str) -> DnsFuture<'a> {
         DnsFuture::ready(self.lookup(name).map_err(|e| {
             tracing::error!(
-                code = "KMSUnavailable",
-                "KMS client looked up a host other than the KMS endpoint"
+                code = self.service.unavailable,
+                service = self.service.name,
+                "client looked up a host other than its endpoint"
             );
             ResolveDnsError::new(e)
         }))
@@ -88,6 +96,18 @@ pub fn client(
     host: &str,
     extra_ca_pem: Option<&[u8]>,
 ) -> Result<SharedHttpClient, aws_smithy_http_client::HttpClientError> {
+    client_for(host, extra_ca_pem, super::forward::Service::KMS)
+}
+
+/// [`client`] for another endpoint than KMS (its resolver logs as `service`).
+///
+/// # Errors
+/// The TLS context cannot be built.
+pub fn client_for(
+    host: &str,
+    extra_ca_pem: Option<&[u8]>,
+    service: super::forward::Service,
+) -> Result<SharedHttpClient, aws_smithy_http_client::HttpClientError> {
     let context = TlsContext::builder()
         .with_trust_store(trust_store(extra_ca_pem))
         .build()?;
@@ -96,7 +116,7 @@ pub fn client(
         .pool_max_idle_per_host(POOL_MAX_IDLE)
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
         .tls_context(context)
-        .build_with_resolver(LoopbackResolver::new(host)))
+        .build_with_resolver(LoopbackResolver::for_service(host, service)))
 }
 
 /// Checks a PEM file of CA certificates: at least one `CERTIFICATE` block, each a trust anchor

@@ -47,7 +47,7 @@ pub use credentials::{
     CredentialsLoadError, Opener, ParentObject, SealedCredentials, SealedSource, CREDENTIALS_OBJECT,
 };
 
-use crate::kms::forward::Forwarder;
+use crate::kms::forward::{Forwarder, Service};
 use errors::Kind;
 
 /// Budget for one operation, retries included.
@@ -224,20 +224,29 @@ impl TrustedStore {
         opener: Arc<dyn Opener>,
     ) -> Result<Self, TrustedStartError> {
         let endpoint = config.endpoint.authority();
-        let forwarder = Forwarder::start(config.forward_port, tunnel.clone(), endpoint.clone())
-            .await
-            .map_err(|source| TrustedStartError::Bind {
-                port: config.forward_port,
-                source,
-            })?;
+        let forwarder = Forwarder::start_for(
+            Service::TRUSTED_STORE,
+            config.forward_port,
+            tunnel.clone(),
+            endpoint.clone(),
+        )
+        .await
+        .map_err(|source| TrustedStartError::Bind {
+            port: config.forward_port,
+            source,
+        })?;
         let port = forwarder.local_addr().port();
         let url = if port == 443 {
             format!("https://{}", config.endpoint.host)
         } else {
             format!("https://{}:{port}", config.endpoint.host)
         };
-        let http = crate::kms::http::client(&config.endpoint.host, config.extra_ca_pem.as_deref())
-            .map_err(|e| TrustedStartError::Http(DisplayErrorContext(e).to_string()))?;
+        let http = crate::kms::http::client_for(
+            &config.endpoint.host,
+            config.extra_ca_pem.as_deref(),
+            Service::TRUSTED_STORE,
+        )
+        .map_err(|e| TrustedStartError::Http(DisplayErrorContext(e).to_string()))?;
         let credentials = Arc::new(SealedCredentials::new(
             source,
             opener,
