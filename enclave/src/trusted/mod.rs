@@ -17,6 +17,9 @@
 //! ([`config::TableArn`]), so credentials of another account can never reach a table of the same
 //! name there.
 //!
+//! Every public call boxes its future: the SDK's are deep, and the vault's request futures that
+//! await them would otherwise exceed the compiler's layout depth limit.
+//!
 //! Bounds: no call starts when the request's deadline has passed ([`TrustedError::NoTime`]). A
 //! read runs inside the deadline and its own budget ([`OPERATION_TIMEOUT`], attempts of
 //! [`ATTEMPT_TIMEOUT`], the SDK's standard retries). A write is the commit point of work already
@@ -308,6 +311,10 @@ impl TrustedStore {
     /// # Errors
     /// [`TrustedError`]; a read never changes anything.
     pub async fn get(&self, key: &str) -> Result<Option<Item>, TrustedError> {
+        Box::pin(self.get_unboxed(key)).await
+    }
+
+    async fn get_unboxed(&self, key: &str) -> Result<Option<Item>, TrustedError> {
         const OP: &str = "GetItem";
         let result = self
             .run(
@@ -340,7 +347,7 @@ impl TrustedStore {
         expected: Option<u64>,
         body: &[u8],
     ) -> Result<u64, TrustedError> {
-        let result = self.swap_inner(key, expected, body).await;
+        let result = Box::pin(self.swap_inner(key, expected, body)).await;
         self.count(
             if expected.is_some() {
                 "UpdateItem"
@@ -420,7 +427,7 @@ impl TrustedStore {
         expires_at: Option<u64>,
     ) -> Result<(), TrustedError> {
         const OP: &str = "PutItem";
-        let result = async {
+        let result = Box::pin(async {
             check_body(body)?;
             self.run(
                 OP,
@@ -443,7 +450,7 @@ impl TrustedStore {
             )
             .await
             .map(|_| ())
-        }
+        })
         .await;
         self.count(OP, result)
     }
@@ -455,6 +462,10 @@ impl TrustedStore {
     /// [`TrustedError::Uncertain`] when the delete may have happened without us learning the
     /// body (the body is then lost to every caller: single use holds), and the rest.
     pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, TrustedError> {
+        Box::pin(self.take_unboxed(key)).await
+    }
+
+    async fn take_unboxed(&self, key: &str) -> Result<Option<Vec<u8>>, TrustedError> {
         const OP: &str = "DeleteItem";
         let result = self
             .run(
