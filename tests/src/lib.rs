@@ -11,6 +11,7 @@
 pub mod app;
 pub mod dynamo;
 pub mod faults;
+pub mod fleet;
 pub mod http;
 pub mod kms;
 pub mod load;

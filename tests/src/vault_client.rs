@@ -109,6 +109,15 @@ impl VaultUser {
         }
     }
 
+    /// This user's keys (PIN, vault ECIES key, UTKs) on another client: the same app talking
+    /// through another host.
+    pub fn with_keys_of(mut self, other: &VaultUser) -> Self {
+        self.pin = other.pin.clone();
+        self.ecies = other.ecies;
+        self.utks = other.utks.clone();
+        self
+    }
+
     /// UTKs this client holds.
     pub fn live_utks(&self) -> usize {
         self.utks.len()
