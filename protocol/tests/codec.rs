@@ -131,6 +131,147 @@ fn samples() -> Vec<(&'static str, Frame)> {
                 }),
             },
         ),
+        (
+            "request_attest",
+            Frame::Request {
+                id: 13,
+                deadline_ms: 3000,
+                body: Request::Attest {
+                    nonce: Bytes::from_static(b"\x00\x01nonce-from-parent"),
+                },
+            },
+        ),
+        (
+            "response_attestation",
+            Frame::Response {
+                id: 13,
+                body: Response::Attestation {
+                    document: Bytes::from_static(b"\xd2\x84cose-sign1"),
+                },
+            },
+        ),
+        (
+            "request_set_pcr_manifest",
+            Frame::Request {
+                id: 14,
+                deadline_ms: 3000,
+                body: Request::SetPcrManifest {
+                    manifest: Bytes::from_static(b"{\"pcrs\":{}}"),
+                },
+            },
+        ),
+        (
+            "response_done",
+            Frame::Response {
+                id: 14,
+                body: Response::Done,
+            },
+        ),
+        (
+            "event_publish",
+            Frame::Event(Event::Publish(Publication {
+                subject: "OwnerSpace.u1.forApp.vault.locked".into(),
+                payload: Bytes::from_static(b"{\"locked\":true}"),
+            })),
+        ),
+        (
+            "request_storage_get",
+            Frame::Request {
+                id: 15,
+                deadline_ms: 2000,
+                body: Request::Storage(StorageRequest::Get {
+                    key: "vaults/u1/state.v7".into(),
+                }),
+            },
+        ),
+        (
+            "response_storage_object",
+            Frame::Response {
+                id: 15,
+                body: Response::Storage(StorageResponse::Object {
+                    body: Bytes::from_static(b"\x01sealed"),
+                    etag: "\"9f2c\"".into(),
+                }),
+            },
+        ),
+        (
+            "request_storage_head",
+            Frame::Request {
+                id: 16,
+                deadline_ms: 2000,
+                body: Request::Storage(StorageRequest::Head {
+                    key: "vaults/u1/state.v7".into(),
+                }),
+            },
+        ),
+        (
+            "response_storage_meta",
+            Frame::Response {
+                id: 16,
+                body: Response::Storage(StorageResponse::Meta {
+                    etag: "\"9f2c\"".into(),
+                    size: 7,
+                }),
+            },
+        ),
+        (
+            "request_storage_put_create",
+            Frame::Request {
+                id: 17,
+                deadline_ms: 2000,
+                body: Request::Storage(StorageRequest::Put {
+                    key: "vaults/u2/state.v1".into(),
+                    body: Bytes::from_static(b"\x01new"),
+                    condition: PutCondition::Create,
+                }),
+            },
+        ),
+        (
+            "response_storage_written",
+            Frame::Response {
+                id: 17,
+                body: Response::Storage(StorageResponse::Written {
+                    etag: "\"a1\"".into(),
+                }),
+            },
+        ),
+        (
+            "request_storage_delete",
+            Frame::Request {
+                id: 18,
+                deadline_ms: 2000,
+                body: Request::Storage(StorageRequest::Delete {
+                    key: "vaults/u1/state.v6".into(),
+                    if_match: Some("\"77\"".into()),
+                }),
+            },
+        ),
+        (
+            "response_storage_deleted",
+            Frame::Response {
+                id: 18,
+                body: Response::Storage(StorageResponse::Deleted),
+            },
+        ),
+        (
+            "request_storage_list",
+            Frame::Request {
+                id: 19,
+                deadline_ms: 2000,
+                body: Request::Storage(StorageRequest::List {
+                    prefix: "vaults/u1/".into(),
+                    continuation: Some("page-2".into()),
+                    max_keys: 1000,
+                }),
+            },
+        ),
+        (
+            "response_storage_not_found",
+            Frame::Response {
+                id: 20,
+                body: Response::Storage(StorageResponse::NotFound),
+            },
+        ),
     ]
 }
 
@@ -177,6 +318,29 @@ fn golden_fixtures_match_both_ways() {
             "decode({name}) changed"
         );
     }
+}
+
+/// Every request type has a fixture, and every fixture file belongs to a sample (none goes stale).
+#[test]
+fn fixtures_cover_every_request_type_and_nothing_else() {
+    let samples = samples();
+    for name in Request::NAMES {
+        assert!(
+            samples
+                .iter()
+                .any(|(_, f)| matches!(f, Frame::Request { body, .. } if body.name() == *name)),
+            "no golden fixture for request {name}"
+        );
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    let mut named: Vec<String> = samples.iter().map(|(n, _)| format!("{n}.hex")).collect();
+    named.sort();
+    assert_eq!(files, named);
 }
 
 #[test]
