@@ -13,8 +13,9 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use bytes::Bytes;
 use vettid_attestation::manifest::{Manifest, VerifiedManifest};
 use vettid_attestation::{PcrSet, Policy};
-use vettid_link::Connection;
-use vettid_protocol::{Request, Response};
+use vettid_protocol::{Response, ToEnclave};
+
+use crate::enclave_link::EnclaveConnection;
 
 use crate::config::{AttestationConfig, PcrSource};
 
@@ -124,14 +125,18 @@ impl EnclaveCheck {
     ///
     /// # Errors
     /// [`CheckError`] saying which step failed.
-    pub async fn check(&self, conn: &Connection, timeout: Duration) -> Result<Checked, CheckError> {
+    pub async fn check(
+        &self,
+        conn: &EnclaveConnection,
+        timeout: Duration,
+    ) -> Result<Checked, CheckError> {
         let mut nonce = [0u8; 32];
         SystemRandom::new()
             .fill(&mut nonce)
             .map_err(|_| CheckError::Setup("no randomness".into()))?;
         let document = match conn
             .request(
-                Request::Attest {
+                ToEnclave::Attest {
                     nonce: Bytes::copy_from_slice(&nonce),
                 },
                 timeout,

@@ -10,7 +10,7 @@
 use std::process::Command;
 
 use vettid_protocol::codec::decode_body;
-use vettid_protocol::{Decoded, ErrorCode, DEFAULT_MAX_FRAME_LEN};
+use vettid_protocol::{Decoded, ErrorCode, ToEnclave, DEFAULT_MAX_FRAME_LEN};
 
 const CASE_VAR: &str = "FRAME_MEMORY_CASE";
 
@@ -100,7 +100,7 @@ fn child_decodes_one_case() {
     };
     let body = build(&case);
     let before = hwm_kib();
-    let decoded = decode_body(&body);
+    let decoded = decode_body::<ToEnclave>(&body);
     let after = hwm_kib();
     let code = match &decoded {
         Decoded::Frame(f) => format!("frame {:?}", f.kind()),
