@@ -373,7 +373,7 @@ impl Config {
             .kms
             .as_ref()
             .map(|k| crate::kms::config::validate(k, &mut problems));
-        let enclave_id = f.enclave_id.unwrap_or_else(dev_enclave_id);
+        let enclave_id = f.enclave_id.unwrap_or_else(vettid_link::dev_enclave_id);
         if !valid_token(&enclave_id) {
             problems.push(format!(
                 "enclave_id {enclave_id:?}: must be a non-empty NATS token"
@@ -511,23 +511,6 @@ fn attestation_config(
 /// A NATS subject token: no dots, spaces or wildcards.
 fn valid_token(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && !s.contains(['.', ' ', '*', '>', '\t', '\n'])
-}
-
-/// `dev-{hostname}` when no id is configured (production sets it from IMDSv2).
-fn dev_enclave_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let clean: String = host
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!("dev-{}", if clean.is_empty() { "host" } else { &clean })
 }
 
 #[cfg(test)]
