@@ -174,5 +174,4 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 #[cfg(test)]
-#[path = "credentials_tests.rs"]
 mod tests;
