@@ -13,10 +13,10 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use bytes::Bytes;
 use vettid_attestation::manifest::{Manifest, VerifiedManifest};
 use vettid_attestation::{PcrSet, Policy};
-use vettid_protocol::{Response, ToEnclave};
+use vettid_link::Connection;
+use vettid_protocol::{ParentSide, Response, ToEnclave};
 
 use crate::config::{AttestationConfig, PcrSource};
-use crate::enclave_link::EnclaveConnection;
 
 /// Why the enclave was refused (or the check could not be set up).
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +143,7 @@ impl EnclaveCheck {
     /// [`CheckError`] saying which step failed.
     pub async fn check(
         &self,
-        conn: &EnclaveConnection,
+        conn: &Connection<ParentSide>,
         timeout: Duration,
     ) -> Result<Checked, CheckError> {
         let mut nonce = [0u8; 32];
