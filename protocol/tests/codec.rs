@@ -1,4 +1,7 @@
 //! Frame codec behaviour: round trips, golden bytes, and every kind of bad input.
+//!
+//! Long because the golden samples list every message of both directions (28 fixtures, one per
+//! shape), and each is a literal frame; the behaviour tests after them are short.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use vettid_protocol::codec::decode_body;
