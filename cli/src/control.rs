@@ -122,9 +122,9 @@ fn keygen(args: &KeygenArgs) -> Result<(), CliError> {
         .map_err(|_| CliError::Other("key generation failed".into()))?;
     let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(doc.as_ref())
         .map_err(|_| CliError::Other("key generation failed".into()))?;
-    let pem = format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        B64.encode(doc.as_ref())
+    let pem = pem::encode_config(
+        &pem::Pem::new("PRIVATE KEY", doc.as_ref()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     );
     std::fs::OpenOptions::new()
         .write(true)
@@ -269,18 +269,17 @@ async fn send(a: &SendArgs, subject: &str, signed: &Value) -> Result<(), CliErro
 fn load_key(path: &PathBuf) -> Result<Ed25519KeyPair, CliError> {
     let bytes = std::fs::read(path)
         .map_err(|e| CliError::Usage(format!("--key {}: {e}", path.display())))?;
-    let der = match std::str::from_utf8(&bytes) {
-        Ok(text) if text.contains("-----BEGIN PRIVATE KEY-----") => {
-            let body: String = text
-                .lines()
-                .skip_while(|l| !l.starts_with("-----BEGIN PRIVATE KEY-----"))
-                .skip(1)
-                .take_while(|l| !l.starts_with("-----END"))
-                .collect();
-            B64.decode(body.trim())
-                .map_err(|_| usage("--key: PEM body is not base64"))?
-        }
-        _ => bytes,
+    let der = if bytes
+        .windows(27)
+        .any(|w| w == b"-----BEGIN PRIVATE KEY-----")
+    {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(&bytes)
+            .map_err(|_| usage("--key: PEM body is not base64"))?
+            .secret_pkcs8_der()
+            .to_vec()
+    } else {
+        bytes
     };
     Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
         .map_err(|_| usage("--key is not an Ed25519 PKCS#8 private key (DER or PEM)"))
@@ -309,17 +308,7 @@ fn random_uuid() -> Result<String, CliError> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
         .map_err(|e| CliError::Other(format!("cannot read /dev/urandom: {e}")))?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    ))
+    Ok(uuid::Builder::from_random_bytes(b).into_uuid().to_string())
 }
 
 fn usage(msg: &str) -> CliError {
@@ -329,6 +318,32 @@ fn usage(msg: &str) -> CliError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_ids_are_version_4_uuids_and_keys_round_trip_through_pem() {
+        let id = random_uuid().unwrap();
+        let parsed = uuid::Uuid::try_parse(&id).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!((id.len(), id.as_bytes()[14]), (36, b'4'));
+        assert_ne!(random_uuid().unwrap(), id);
+
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("k.pem");
+        keygen(&KeygenArgs {
+            out: out.clone(),
+            key_id: None,
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.starts_with("-----BEGIN PRIVATE KEY-----\n") && !text.contains('\r'));
+        load_key(&out).unwrap();
+        std::fs::write(
+            &out,
+            "-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        assert!(matches!(load_key(&out), Err(CliError::Usage(_))));
+    }
 
     /// The enclave's test vectors, signed by this (separate) signer: same bytes, same signature.
     #[test]

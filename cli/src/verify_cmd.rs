@@ -82,14 +82,10 @@ fn pem_or_der(bytes: &[u8]) -> Result<Vec<u8>, CliError> {
         return hex::decode(text.trim())
             .map_err(|_| CliError::Usage("key/certificate is neither PEM nor hex".into()));
     }
-    let body: String = text
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    B64.decode(body.trim())
-        .map_err(|_| CliError::Usage("bad PEM body".into()))
+    match rustls_pki_types::pem::from_buf(&mut text.as_bytes()) {
+        Ok(Some((_, der))) => Ok(der),
+        _ => Err(CliError::Usage("bad PEM body".into())),
+    }
 }
 
 /// Reads a signed PCR manifest and checks its signature with the key in `key_path`.

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use vettid_protocol::codec::decode_body;
-use vettid_protocol::{Decoded, DEFAULT_MAX_FRAME_LEN};
+use vettid_protocol::{Decoded, ToEnclave, DEFAULT_MAX_FRAME_LEN};
 
 /// Every case: name, what it is.
 const CASES: &[(&str, &str)] = &[
@@ -95,7 +95,7 @@ fn child(case: &str) {
 
 fn run(case: &str, input: &[u8]) -> String {
     if case.starts_with("frame") {
-        match decode_body(input) {
+        match decode_body::<ToEnclave>(input) {
             Decoded::Frame(f) => format!("decoded {:?}", f.kind()),
             Decoded::Invalid { id, error } => format!("{:?} (id {id:?})", error.code),
         }

@@ -146,7 +146,7 @@ fn main() -> ExitCode {
     config.max_concurrent_requests = args.max_concurrent.max(1);
     config.max_connections = args.max_connections.max(1);
     config.max_vault_tasks = args.max_vault_tasks.max(1);
-    let runtime = match runtime(args.worker_threads) {
+    let runtime = match vettid_link::runtime(args.worker_threads) {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");
@@ -162,7 +162,7 @@ fn control_state(args: &Args) -> Result<ControlState, Vec<String>> {
     let enclave_id = args
         .enclave_id
         .clone()
-        .unwrap_or_else(control::default_enclave_id);
+        .unwrap_or_else(vettid_link::dev_enclave_id);
     if !control::wire::is_enclave_id(&enclave_id) {
         errors.push(format!(
             "--enclave-id {enclave_id:?}: must be one NATS subject token"
@@ -380,18 +380,4 @@ async fn shutdown_signal() {
     }
     // Give log lines a moment to reach the parent before connections close.
     tokio::time::sleep(Duration::from_millis(10)).await;
-}
-
-/// The async runtime: current-thread for 0 workers, multi-thread otherwise.
-fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    if workers == 0 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
-    }
 }

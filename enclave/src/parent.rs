@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vettid_link::{Connection, RpcError};
-use vettid_protocol::{Request, Response};
+use vettid_protocol::{EnclaveSide, Response, ToParent};
+
+/// A link connection as the enclave holds it: it sends [`ToParent`] requests.
+pub type ParentConnection = Connection<EnclaveSide>;
 
 /// No parent connection is up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -30,12 +33,12 @@ pub enum ParentError {
 /// Registry of live parent connections, newest last.
 #[derive(Clone, Default)]
 pub struct ParentLink {
-    live: Arc<Mutex<BTreeMap<u64, Connection>>>,
+    live: Arc<Mutex<BTreeMap<u64, ParentConnection>>>,
 }
 
 impl ParentLink {
     /// Records connection `id` as live.
-    pub fn insert(&self, id: u64, conn: Connection) {
+    pub fn insert(&self, id: u64, conn: ParentConnection) {
         self.lock().insert(id, conn);
     }
 
@@ -45,12 +48,12 @@ impl ParentLink {
     }
 
     /// The newest live connection.
-    pub fn current(&self) -> Option<Connection> {
+    pub fn current(&self) -> Option<ParentConnection> {
         self.lock().values().rev().find(|c| !c.is_closed()).cloned()
     }
 
     /// Every live connection (for broadcasting log events).
-    pub fn all(&self) -> Vec<Connection> {
+    pub fn all(&self) -> Vec<ParentConnection> {
         self.lock().values().cloned().collect()
     }
 
@@ -60,14 +63,14 @@ impl ParentLink {
     /// [`ParentError::NoParent`] or the link's error.
     pub async fn request(
         &self,
-        request: Request,
+        request: ToParent,
         timeout: Duration,
     ) -> Result<Response, ParentError> {
         let conn = self.current().ok_or(NoParent)?;
         Ok(conn.request(request, timeout).await?)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Connection>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ParentConnection>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use vettid_link::{Handler, RequestCtx};
 use vettid_nsm::AttestationRequest;
 use vettid_protocol::{
-    ErrorCode, NatsMessage, NatsReply, Publication, Request, Response, WireError,
+    EnclaveSide, ErrorCode, NatsMessage, NatsReply, Publication, Response, ToEnclave, WireError,
 };
 
 use crate::control;
@@ -212,20 +212,23 @@ impl Processor {
     }
 }
 
+/// Serves the parent's requests. Storage and credentials flow enclave → parent only: a parent
+/// sending one is refused by the link's codec ("wrong direction") before it gets here.
 impl Handler for Processor {
-    async fn handle(&self, request: Request, ctx: RequestCtx) -> Result<Response, WireError> {
+    type Side = EnclaveSide;
+
+    async fn handle(
+        &self,
+        request: ToEnclave,
+        ctx: RequestCtx<EnclaveSide>,
+    ) -> Result<Response, WireError> {
         match request {
-            Request::Ping => Ok(Response::Pong),
-            Request::Nats(msg) => Ok(Response::Nats(
+            ToEnclave::Ping => Ok(Response::Pong),
+            ToEnclave::Nats(msg) => Ok(Response::Nats(
                 self.nats_until(msg, Some(ctx.deadline)).await,
             )),
-            Request::Attest { nonce } => self.attest_for_parent(nonce).await,
-            Request::SetPcrManifest { manifest } => self.set_pcr_manifest(&manifest),
-            // Storage flows enclave → parent only; a parent asking is confused or hostile.
-            Request::Storage(_) | Request::AwsCredentials => Err(WireError::new(
-                ErrorCode::UnknownRequest,
-                "the enclave does not serve storage",
-            )),
+            ToEnclave::Attest { nonce } => self.attest_for_parent(nonce).await,
+            ToEnclave::SetPcrManifest { manifest } => self.set_pcr_manifest(&manifest),
         }
     }
 }

@@ -115,7 +115,7 @@ const REFUSE_WRITE_LIMIT: Duration = Duration::from_millis(500);
 /// [`REFUSE_WRITE_LIMIT`]; past that a connection is dropped without even a write.
 async fn refuse(mut stream: Stream) {
     use tokio::io::AsyncWriteExt;
-    let frame = Frame::Error {
+    let frame = Frame::<vettid_protocol::ToParent>::Error {
         id: None,
         error: WireError::new(ErrorCode::Busy, "connection limit reached"),
     };
@@ -164,18 +164,24 @@ mod tests {
     use crate::{EnclaveConfig, EnclaveState};
     use vettid_link::{Address, Handler, RequestCtx};
     use vettid_nsm::{MockNsm, MockPcrs};
-    use vettid_protocol::{Request, Response, Role};
+    use vettid_protocol::{ParentSide, Response, Role, ToEnclave, ToParent};
 
     /// A tool's side of the link: serves nothing.
     struct Tool;
 
     impl Handler for Tool {
-        async fn handle(&self, _: Request, _: RequestCtx) -> Result<Response, WireError> {
+        type Side = ParentSide;
+
+        async fn handle(
+            &self,
+            _: ToParent,
+            _: RequestCtx<ParentSide>,
+        ) -> Result<Response, WireError> {
             Err(WireError::new(ErrorCode::UnknownRequest, "tool"))
         }
     }
 
-    async fn open(addr: &Address) -> Result<Connection, String> {
+    async fn open(addr: &Address) -> Result<Connection<ParentSide>, String> {
         let stream = vettid_link::connect(addr)
             .await
             .map_err(|e| e.to_string())?;
@@ -188,9 +194,9 @@ mod tests {
         Ok(conn)
     }
 
-    async fn pong(conn: &Connection) -> bool {
+    async fn pong(conn: &Connection<ParentSide>) -> bool {
         matches!(
-            conn.request(Request::Ping, Duration::from_secs(2)).await,
+            conn.request(ToEnclave::Ping, Duration::from_secs(2)).await,
             Ok(Response::Pong)
         )
     }

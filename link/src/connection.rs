@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use vettid_protocol::{
-    CodecError, Event, Frame, FrameCodec, Hello, Request, RequestId, Response, Role, WireError,
+    CodecError, Event, Frame, FrameCodec, Hello, RequestId, Response, Role, Side, WireError,
     DEFAULT_MAX_FRAME_LEN,
 };
 
@@ -66,28 +67,44 @@ impl LinkConfig {
 }
 
 /// Context handed to a [`Handler`] with each request.
-#[derive(Debug, Clone)]
-pub struct RequestCtx {
+#[derive(Debug)]
+pub struct RequestCtx<S: Side> {
     /// The peer's id for this request.
     pub id: RequestId,
     /// When the peer stops waiting.
     pub deadline: Instant,
     /// The connection the request came on, to call the peer back mid-request.
-    pub peer: Connection,
+    pub peer: Connection<S>,
 }
 
-/// Serves requests and events arriving from the peer.
+impl<S: Side> Clone for RequestCtx<S> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            deadline: self.deadline,
+            peer: self.peer.clone(),
+        }
+    }
+}
+
+/// Serves requests and events arriving from the peer, on one [`Side`] of the link: the handler
+/// receives only the requests that side serves (the codec answers any other with a typed
+/// `UnknownRequest` before a handler runs), and its connection sends only the requests that side
+/// sends.
 pub trait Handler: Send + Sync + 'static {
+    /// Which end of the link this handler serves.
+    type Side: Side;
+
     /// Answers one request. Runs concurrently with other requests; the connection enforces the
     /// deadline and answers `Timeout` if it passes.
     fn handle(
         &self,
-        request: Request,
-        ctx: RequestCtx,
+        request: <Self::Side as Side>::Serves,
+        ctx: RequestCtx<Self::Side>,
     ) -> impl Future<Output = Result<Response, WireError>> + Send;
 
     /// Receives a fire-and-forget event. Must not block.
-    fn event(&self, event: Event, peer: &Connection) {
+    fn event(&self, event: Event, peer: &Connection<Self::Side>) {
         let _ = (event, peer);
     }
 }
@@ -191,13 +208,22 @@ pub(crate) struct Shared {
     pub(crate) stats: ConnectionStats,
 }
 
-/// Handle to a live (or closed) connection. Clone freely.
-#[derive(Clone)]
-pub struct Connection {
+/// Handle to a live (or closed) connection on side `S` of the link. Clone freely.
+pub struct Connection<S: Side> {
     pub(crate) shared: Arc<Shared>,
+    pub(crate) side: PhantomData<fn() -> S>,
 }
 
-impl std::fmt::Debug for Connection {
+impl<S: Side> Clone for Connection<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            side: PhantomData,
+        }
+    }
+}
+
+impl<S: Side> std::fmt::Debug for Connection<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("peer", &self.shared.peer_hello.role)
@@ -205,14 +231,14 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-impl Connection {
+impl<S: Side> Connection<S> {
     /// Sends `body` and waits up to `timeout` for its answer.
     ///
     /// # Errors
     /// [`RpcError::Closed`] if the connection is or becomes closed, [`RpcError::Timeout`],
     /// [`RpcError::Remote`] when the peer answers with an error, [`RpcError::Encode`] if the
     /// request exceeds the peer's frame cap.
-    pub async fn request(&self, body: Request, timeout: Duration) -> Result<Response, RpcError> {
+    pub async fn request(&self, body: S::Sends, timeout: Duration) -> Result<Response, RpcError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let deadline_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let bytes = self
@@ -253,7 +279,8 @@ impl Connection {
     /// Queues a fire-and-forget event. Never waits: if the write queue is full the event is
     /// dropped and counted, because events (log lines) must not stall request traffic.
     pub fn send_event(&self, event: Event) {
-        let Ok(bytes) = self.shared.out_codec.encode_to_bytes(&Frame::Event(event)) else {
+        let frame = Frame::<S::Sends>::Event(event);
+        let Ok(bytes) = self.shared.out_codec.encode_to_bytes(&frame) else {
             self.shared
                 .stats
                 .events_dropped

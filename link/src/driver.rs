@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use vettid_protocol::io::{read_frame, write_chunked};
 use vettid_protocol::{
-    CodecError, Decoded, ErrorCode, Frame, FrameCodec, Heartbeat, Hello, WireError,
+    CodecError, Decoded, ErrorCode, Frame, FrameCodec, Heartbeat, Hello, Side, WireError,
     PROTOCOL_VERSION,
 };
 
@@ -50,23 +50,27 @@ impl Future for ConnectionTask {
     }
 }
 
-impl Connection {
+/// A frame this end writes: its request bodies are the ones side `S` sends (every other kind is
+/// the same in both directions).
+type Outgoing<S> = Frame<<S as Side>::Sends>;
+
+impl<S: Side> Connection<S> {
     /// Exchanges hellos over `io`, then starts the connection task.
     ///
     /// # Errors
     /// [`LinkError`] if the peer does not answer with a compatible hello within `hello_timeout`.
-    pub async fn establish<S, H>(
-        io: S,
+    pub async fn establish<T, H>(
+        io: T,
         config: LinkConfig,
         handler: Arc<H>,
-    ) -> Result<(Connection, ConnectionTask), LinkError>
+    ) -> Result<(Connection<S>, ConnectionTask), LinkError>
     where
-        S: AsyncRead + AsyncWrite + Send + 'static,
-        H: Handler,
+        T: AsyncRead + AsyncWrite + Send + 'static,
+        H: Handler<Side = S>,
     {
         let in_codec = FrameCodec::new(config.max_frame_len);
         let (mut rd, mut wr) = tokio::io::split(io);
-        let hello = Frame::Hello(Hello {
+        let hello = Outgoing::<S>::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             role: config.role,
             software: env!("CARGO_PKG_VERSION").into(),
@@ -79,7 +83,7 @@ impl Connection {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let first = tokio::time::timeout(
             config.hello_timeout,
-            read_frame(&mut rd, &mut buf, &in_codec),
+            read_frame::<_, S::Serves>(&mut rd, &mut buf, &in_codec),
         )
         .await
         .map_err(|_| LinkError::NoHello(format!("nothing within {:?}", config.hello_timeout)))??;
@@ -89,7 +93,7 @@ impl Connection {
             None => return Err(LinkError::NoHello("peer closed before hello".into())),
         };
         if peer_hello.protocol_version != PROTOCOL_VERSION {
-            let refusal = Frame::Error {
+            let refusal = Outgoing::<S>::Error {
                 id: None,
                 error: WireError::new(ErrorCode::Rejected, "unsupported protocol version"),
             };
@@ -120,7 +124,10 @@ impl Connection {
             last_heard_ms: AtomicU64::new(0),
             stats: ConnectionStats::default(),
         });
-        let conn = Connection { shared };
+        let conn = Connection {
+            shared,
+            side: std::marker::PhantomData,
+        };
         let driver = Driver {
             conn: conn.clone(),
             handler,
@@ -132,18 +139,18 @@ impl Connection {
     }
 }
 
-struct Driver<H> {
-    conn: Connection,
+struct Driver<H: Handler> {
+    conn: Connection<H::Side>,
     handler: Arc<H>,
     in_codec: FrameCodec,
     handlers: JoinSet<()>,
 }
 
 impl<H: Handler> Driver<H> {
-    async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(
+    async fn run<T: AsyncRead + AsyncWrite + Send + 'static>(
         mut self,
-        mut rd: ReadHalf<S>,
-        wr: WriteHalf<S>,
+        mut rd: ReadHalf<T>,
+        wr: WriteHalf<T>,
         mut buf: BytesMut,
         out_rx: mpsc::Receiver<Bytes>,
     ) -> CloseReason {
@@ -186,7 +193,7 @@ impl<H: Handler> Driver<H> {
                         break CloseReason::PeerDead(silent);
                     }
                     seq += 1;
-                    self.queue(Frame::Heartbeat(Heartbeat { seq, pong: false }));
+                    self.queue(Outgoing::<H::Side>::Heartbeat(Heartbeat { seq, pong: false }));
                 }
                 Some(_) = self.handlers.join_next(), if !self.handlers.is_empty() => {}
             }
@@ -218,7 +225,7 @@ impl<H: Handler> Driver<H> {
         reason
     }
 
-    fn dispatch(&mut self, decoded: Decoded) {
+    fn dispatch(&mut self, decoded: Decoded<<H::Side as Side>::Serves>) {
         let shared = &self.conn.shared;
         match decoded {
             Decoded::Frame(Frame::Request {
@@ -228,7 +235,7 @@ impl<H: Handler> Driver<H> {
             }) => {
                 let Ok(permit) = shared.serve_slots.clone().try_acquire_owned() else {
                     shared.stats.busy_rejections.fetch_add(1, Ordering::Relaxed);
-                    self.queue(Frame::Error {
+                    self.queue(Outgoing::<H::Side>::Error {
                         id: Some(id),
                         error: WireError::new(ErrorCode::Busy, "too many requests in flight"),
                     });
@@ -250,17 +257,18 @@ impl<H: Handler> Driver<H> {
                 let conn = self.conn.clone();
                 self.handlers.spawn(async move {
                     let work = handler.handle(body, ctx);
-                    let frame = match tokio::time::timeout_at(deadline.into(), work).await {
-                        Ok(Ok(body)) => Frame::Response { id, body },
-                        Ok(Err(error)) => Frame::Error {
-                            id: Some(id),
-                            error,
-                        },
-                        Err(_) => Frame::Error {
-                            id: Some(id),
-                            error: WireError::new(ErrorCode::Timeout, "deadline passed"),
-                        },
-                    };
+                    let frame: Outgoing<H::Side> =
+                        match tokio::time::timeout_at(deadline.into(), work).await {
+                            Ok(Ok(body)) => Frame::Response { id, body },
+                            Ok(Err(error)) => Frame::Error {
+                                id: Some(id),
+                                error,
+                            },
+                            Err(_) => Frame::Error {
+                                id: Some(id),
+                                error: WireError::new(ErrorCode::Timeout, "deadline passed"),
+                            },
+                        };
                     send_answer(&conn, id, frame).await;
                     drop(permit);
                 });
@@ -275,11 +283,14 @@ impl<H: Handler> Driver<H> {
             }
             Decoded::Frame(Frame::Event(event)) => self.handler.event(event, &self.conn),
             Decoded::Frame(Frame::Heartbeat(Heartbeat { seq, pong: false })) => {
-                self.queue(Frame::Heartbeat(Heartbeat { seq, pong: true }));
+                self.queue(Outgoing::<H::Side>::Heartbeat(Heartbeat {
+                    seq,
+                    pong: true,
+                }));
             }
             Decoded::Frame(Frame::Heartbeat(_)) => {}
             Decoded::Frame(Frame::Hello(_)) => {
-                self.queue(Frame::Error {
+                self.queue(Outgoing::<H::Side>::Error {
                     id: None,
                     error: WireError::new(ErrorCode::Malformed, "hello after start"),
                 });
@@ -287,7 +298,7 @@ impl<H: Handler> Driver<H> {
             Decoded::Invalid { id, error } => {
                 shared.stats.bad_frames_in.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(?id, code = ?error.code, "undecodable frame from peer");
-                self.queue(Frame::Error { id, error });
+                self.queue(Outgoing::<H::Side>::Error { id, error });
             }
         }
     }
@@ -304,7 +315,7 @@ impl<H: Handler> Driver<H> {
 
     /// Queues a small control frame without waiting; if the queue is full the peer is already
     /// flooded and a lost heartbeat or error notice is harmless.
-    fn queue(&self, frame: Frame) {
+    fn queue(&self, frame: Outgoing<H::Side>) {
         if let Ok(bytes) = self.conn.shared.out_codec.encode_to_bytes(&frame) {
             let _ = self.conn.shared.out_tx.try_send(bytes);
         }
@@ -312,14 +323,14 @@ impl<H: Handler> Driver<H> {
 }
 
 /// Sends a handler's answer, replacing it with an error if it is too large for the peer.
-async fn send_answer(conn: &Connection, id: u64, frame: Frame) {
+async fn send_answer<S: Side>(conn: &Connection<S>, id: u64, frame: Outgoing<S>) {
     let codec = &conn.shared.out_codec;
     let bytes = match codec.encode_to_bytes(&frame) {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(id, error = %e, "answer could not be encoded");
             let error = WireError::new(ErrorCode::Internal, "answer exceeds the frame cap");
-            match codec.encode_to_bytes(&Frame::Error {
+            match codec.encode_to_bytes(&Outgoing::<S>::Error {
                 id: Some(id),
                 error,
             }) {

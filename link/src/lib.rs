@@ -17,6 +17,7 @@
 pub mod address;
 pub mod connection;
 mod driver;
+pub mod host;
 pub mod transport;
 
 pub use address::{Address, AddressError, VMADDR_CID_ANY};
@@ -24,4 +25,5 @@ pub use connection::{
     CloseReason, Connection, ConnectionStats, Handler, LinkConfig, LinkError, RequestCtx, RpcError,
 };
 pub use driver::ConnectionTask;
+pub use host::{dev_enclave_id, runtime};
 pub use transport::{connect, Listener, Stream};

@@ -12,6 +12,16 @@ use vettid_link::*;
 use vettid_protocol::io::read_frame;
 use vettid_protocol::*;
 
+/// The link is generic over its [`Side`]; these tests run the same traffic both ways, so both
+/// ends send and serve the enclave-bound requests (the real sides are exercised in
+/// `enclave/src/server.rs`, `parent/tests` and `tests/`).
+enum Sym {}
+
+impl Side for Sym {
+    type Sends = ToEnclave;
+    type Serves = ToEnclave;
+}
+
 /// Answers ping; echoes NATS payloads after sleeping `subject`-many milliseconds if the subject
 /// is a number; counts concurrency.
 #[derive(Default)]
@@ -21,12 +31,18 @@ struct Echo {
 }
 
 impl Handler for Echo {
-    async fn handle(&self, request: Request, _ctx: RequestCtx) -> Result<Response, WireError> {
+    type Side = Sym;
+
+    async fn handle(
+        &self,
+        request: ToEnclave,
+        _ctx: RequestCtx<Sym>,
+    ) -> Result<Response, WireError> {
         let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(n, Ordering::SeqCst);
         let out = match request {
-            Request::Ping => Ok(Response::Pong),
-            Request::Nats(m) => {
+            ToEnclave::Ping => Ok(Response::Pong),
+            ToEnclave::Nats(m) => {
                 if let Ok(ms) = m.subject.parse::<u64>() {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
@@ -52,8 +68,8 @@ fn config(role: Role) -> LinkConfig {
 }
 
 struct Pair {
-    a: Connection,
-    b: Connection,
+    a: Connection<Sym>,
+    b: Connection<Sym>,
     a_task: ConnectionTask,
     b_task: ConnectionTask,
     a_handler: Arc<Echo>,
@@ -82,8 +98,8 @@ async fn pair() -> Pair {
     pair_with(config(Role::Parent), config(Role::Enclave)).await
 }
 
-fn nats(subject: &str, payload: &'static [u8]) -> Request {
-    Request::Nats(NatsMessage {
+fn nats(subject: &str, payload: &'static [u8]) -> ToEnclave {
+    ToEnclave::Nats(NatsMessage {
         subject: subject.into(),
         reply: None,
         headers: vec![],
@@ -97,7 +113,7 @@ async fn hello_exchange_names_the_peer() {
     assert_eq!(p.a.peer_hello().role, Role::Enclave);
     assert_eq!(p.b.peer_hello().role, Role::Parent);
     assert_eq!(
-        p.a.request(Request::Ping, Duration::from_secs(1)).await,
+        p.a.request(ToEnclave::Ping, Duration::from_secs(1)).await,
         Ok(Response::Pong)
     );
 }
@@ -153,7 +169,7 @@ async fn timeout_then_late_answer_is_discarded() {
     assert_eq!(p.a.in_flight(), 0, "timed-out waiter removed");
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
-        p.a.request(Request::Ping, Duration::from_secs(1)).await,
+        p.a.request(ToEnclave::Ping, Duration::from_secs(1)).await,
         Ok(Response::Pong)
     );
 }
@@ -211,7 +227,7 @@ async fn dead_peer_fails_every_waiter_promptly() {
     );
     assert!(p.a.is_closed());
     assert!(matches!(
-        p.a.request(Request::Ping, Duration::from_secs(1)).await,
+        p.a.request(ToEnclave::Ping, Duration::from_secs(1)).await,
         Err(RpcError::Closed(_))
     ));
     let _ = p.a_task.await;
@@ -221,7 +237,7 @@ async fn dead_peer_fails_every_waiter_promptly() {
 async fn silent_peer_is_declared_dead() {
     let (sa, mut raw) = UnixStream::pair().unwrap();
     // The raw side says hello and then never speaks again.
-    let hello = Frame::Hello(Hello {
+    let hello = Frame::<ToEnclave>::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         role: Role::Tool,
         software: "t".into(),
@@ -235,7 +251,7 @@ async fn silent_peer_is_declared_dead() {
         .await
         .unwrap();
     let err = a
-        .request(Request::Ping, Duration::from_secs(10))
+        .request(ToEnclave::Ping, Duration::from_secs(10))
         .await
         .unwrap_err();
     assert!(
@@ -295,9 +311,9 @@ async fn graceful_close_finishes_in_flight_answers() {
 }
 
 /// A raw peer: hello done, then the test writes arbitrary bytes and reads the answers.
-async fn raw_peer() -> (Connection, ConnectionTask, UnixStream, BytesMut) {
+async fn raw_peer() -> (Connection<Sym>, ConnectionTask, UnixStream, BytesMut) {
     let (sa, mut raw) = UnixStream::pair().unwrap();
-    let hello = Frame::Hello(Hello {
+    let hello = Frame::<ToEnclave>::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         role: Role::Tool,
         software: "t".into(),
@@ -314,14 +330,14 @@ async fn raw_peer() -> (Connection, ConnectionTask, UnixStream, BytesMut) {
         .await
         .unwrap();
     let mut buf = BytesMut::new();
-    let first = read_frame(&mut raw, &mut buf, &FrameCodec::default())
+    let first = read_frame::<_, ToEnclave>(&mut raw, &mut buf, &FrameCodec::default())
         .await
         .unwrap();
     assert!(matches!(first, Some(Decoded::Frame(Frame::Hello(_)))));
     (c, t, raw, buf)
 }
 
-async fn next_non_heartbeat(raw: &mut UnixStream, buf: &mut BytesMut) -> Frame {
+async fn next_non_heartbeat(raw: &mut UnixStream, buf: &mut BytesMut) -> Frame<ToEnclave> {
     loop {
         match read_frame(raw, buf, &FrameCodec::default()).await.unwrap() {
             Some(Decoded::Frame(Frame::Heartbeat(_))) => continue,
@@ -371,7 +387,7 @@ async fn bad_frames_are_answered_and_the_link_keeps_serving() {
         .encode_to_bytes(&Frame::Request {
             id: 9,
             deadline_ms: 1000,
-            body: Request::Ping,
+            body: ToEnclave::Ping,
         })
         .unwrap();
     raw.write_all(&ping).await.unwrap();
@@ -382,7 +398,41 @@ async fn bad_frames_are_answered_and_the_link_keeps_serving() {
             body: Response::Pong
         }
     );
-    assert_eq!(conn.stats().bad_frames_in.load(Ordering::Relaxed), 2);
+    // Requests of the other direction never reach the handler: typed refusal under their id.
+    for (id, body) in [
+        (10, ToParent::AwsCredentials),
+        (
+            11,
+            ToParent::Storage(StorageRequest::Get {
+                key: "vaults/u1/x".into(),
+            }),
+        ),
+    ] {
+        let frame = Frame::Request {
+            id,
+            deadline_ms: 1000,
+            body,
+        };
+        raw.write_all(&codec.encode_to_bytes(&frame).unwrap())
+            .await
+            .unwrap();
+        match next_non_heartbeat(&mut raw, &mut buf).await {
+            Frame::Error {
+                id: Some(got),
+                error,
+            } if got == id => {
+                assert_eq!(error.code, ErrorCode::UnknownRequest);
+                assert!(
+                    error.message.contains("wrong direction"),
+                    "{}",
+                    error.message
+                );
+            }
+            f => panic!("{f:?}"),
+        }
+    }
+    // Two undecodable frames above, and the two wrong-direction requests.
+    assert_eq!(conn.stats().bad_frames_in.load(Ordering::Relaxed), 4);
     assert!(!conn.is_closed());
 }
 
@@ -405,7 +455,7 @@ async fn truncated_frame_then_eof_closes_with_framing_error() {
 #[tokio::test]
 async fn wrong_protocol_version_is_refused() {
     let (sa, mut raw) = UnixStream::pair().unwrap();
-    let hello = Frame::Hello(Hello {
+    let hello = Frame::<ToEnclave>::Hello(Hello {
         protocol_version: PROTOCOL_VERSION + 1,
         role: Role::Tool,
         software: "t".into(),
@@ -427,7 +477,7 @@ async fn first_frame_must_be_hello() {
     let ping = Frame::Request {
         id: 1,
         deadline_ms: 10,
-        body: Request::Ping,
+        body: ToEnclave::Ping,
     };
     raw.write_all(&FrameCodec::default().encode_to_bytes(&ping).unwrap())
         .await
@@ -443,7 +493,7 @@ async fn requests_larger_than_the_peers_cap_are_not_sent() {
     let mut cb = config(Role::Enclave);
     cb.max_frame_len = 1024;
     let p = pair_with(config(Role::Parent), cb).await;
-    let big = Request::Nats(NatsMessage {
+    let big = ToEnclave::Nats(NatsMessage {
         subject: "0".into(),
         reply: None,
         headers: vec![],
@@ -454,7 +504,7 @@ async fn requests_larger_than_the_peers_cap_are_not_sent() {
         Err(RpcError::Encode(_))
     ));
     assert_eq!(
-        p.a.request(Request::Ping, Duration::from_secs(1)).await,
+        p.a.request(ToEnclave::Ping, Duration::from_secs(1)).await,
         Ok(Response::Pong)
     );
 }
@@ -482,7 +532,7 @@ async fn tcp_and_unix_listeners_carry_a_link() {
             .await
             .unwrap();
         assert_eq!(
-            c.request(Request::Ping, Duration::from_secs(1)).await,
+            c.request(ToEnclave::Ping, Duration::from_secs(1)).await,
             Ok(Response::Pong)
         );
         c.close("done");

@@ -4,8 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use base64::Engine;
-
 use crate::error::StartError;
 use crate::tls::TlsSource;
 
@@ -267,17 +265,13 @@ pub fn check_account(account: &str) -> Result<(), String> {
 
 /// The DER of the first `CERTIFICATE` block of a PEM file.
 fn pem_certificate(pem: &str) -> Result<Vec<u8>, String> {
-    let begin = "-----BEGIN CERTIFICATE-----";
-    let end = "-----END CERTIFICATE-----";
-    let start = pem.find(begin).ok_or("no CERTIFICATE block")? + begin.len();
-    let stop = pem[start..]
-        .find(end)
-        .ok_or("unterminated CERTIFICATE block")?
-        + start;
-    let body: String = pem[start..stop].split_whitespace().collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .map_err(|_| "CERTIFICATE block is not base64".to_string())
+    use rustls_pki_types::pem::{Error, PemObject};
+    match rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()) {
+        Ok(der) => Ok(der.to_vec()),
+        Err(Error::NoItemsFound) => Err("no CERTIFICATE block".into()),
+        Err(Error::MissingSectionEnd { .. }) => Err("unterminated CERTIFICATE block".into()),
+        Err(_) => Err("CERTIFICATE block is not base64".into()),
+    }
 }
 
 #[cfg(test)]

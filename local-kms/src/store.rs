@@ -259,8 +259,9 @@ fn decode(record: StoredKey) -> Result<Key, String> {
     })
 }
 
-/// Writes `bytes` to `path` via a 0600 temporary file in the same directory and a rename.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `path` via a 0600 temporary file in the same directory and a rename: the
+/// one way this crate writes a secret (key material here, the TLS private key in [`crate::tls`]).
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use vettid_attestation::manifest::{Manifest, VerifiedManifest};
 use vettid_attestation::{PcrSet, Policy};
 use vettid_link::Connection;
-use vettid_protocol::{Request, Response};
+use vettid_protocol::{ParentSide, Response, ToEnclave};
 
 use crate::config::{AttestationConfig, PcrSource};
 
@@ -31,6 +31,18 @@ pub enum CheckError {
     /// The document did not verify (the reason names the failed check).
     #[error("enclave attestation rejected: {0}")]
     Rejected(#[from] vettid_attestation::Error),
+}
+
+/// Why a configured key or certificate file could not be turned into DER.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PemError {
+    /// The file looks like PEM (a `-----BEGIN` line) but has no key or certificate section.
+    #[error("PEM file has no key or certificate section")]
+    NoSection,
+    /// A section is malformed: bad base64, a missing end line, and so on.
+    #[error("not valid PEM: {0}")]
+    Invalid(#[from] rustls_pki_types::pem::Error),
 }
 
 /// What passed, for logs and `/health`.
@@ -70,7 +82,8 @@ impl EnclaveCheck {
         let (accepted, manifest_bytes) = match &cfg.pcrs {
             PcrSource::Manifest { path, public_key } => {
                 let bytes = read(path)?;
-                let key = pem_to_der(&read(public_key)?);
+                let key = pem_to_der(&read(public_key)?)
+                    .map_err(|e| CheckError::Setup(format!("{}: {e}", public_key.display())))?;
                 let verified = Manifest::parse(&bytes)
                     .and_then(|m| m.verify(&key))
                     .map_err(|e| CheckError::Setup(format!("{}: {e}", path.display())))?;
@@ -89,7 +102,11 @@ impl EnclaveCheck {
         let dev_root = cfg
             .dev_trust_root
             .as_deref()
-            .map(|p| read(p).map(|b| pem_to_der(&b)))
+            .map(|p| {
+                read(p).and_then(|b| {
+                    pem_to_der(&b).map_err(|e| CheckError::Setup(format!("{}: {e}", p.display())))
+                })
+            })
             .transpose()?;
         Ok(Self {
             accepted,
@@ -124,14 +141,18 @@ impl EnclaveCheck {
     ///
     /// # Errors
     /// [`CheckError`] saying which step failed.
-    pub async fn check(&self, conn: &Connection, timeout: Duration) -> Result<Checked, CheckError> {
+    pub async fn check(
+        &self,
+        conn: &Connection<ParentSide>,
+        timeout: Duration,
+    ) -> Result<Checked, CheckError> {
         let mut nonce = [0u8; 32];
         SystemRandom::new()
             .fill(&mut nonce)
             .map_err(|_| CheckError::Setup("no randomness".into()))?;
         let document = match conn
             .request(
-                Request::Attest {
+                ToEnclave::Attest {
                     nonce: Bytes::copy_from_slice(&nonce),
                 },
                 timeout,
@@ -155,35 +176,49 @@ impl EnclaveCheck {
         Ok(Checked {
             module_id: verified.module_id,
             pcr_set: verified.matched_pcr_set,
-            pcr0: verified
-                .pcrs
-                .get(&0)
-                .map(|v| hex_lower(v))
-                .unwrap_or_default(),
+            pcr0: verified.pcrs.get(&0).map(hex::encode).unwrap_or_default(),
         })
     }
 }
 
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// DER from a PEM file (its first key or certificate section), or the bytes unchanged if they
+/// are not PEM (no `-----BEGIN` line). A PEM file that does not decode is an error: it used to
+/// become empty DER, which then failed later with a misleading "bad key".
+///
+/// # Errors
+/// [`PemError`] for a PEM file without a usable section or with a malformed one.
+pub fn pem_to_der(bytes: &[u8]) -> Result<Vec<u8>, PemError> {
+    if !bytes.windows(10).any(|w| w == b"-----BEGIN") {
+        return Ok(bytes.to_vec());
+    }
+    match rustls_pki_types::pem::from_buf(&mut &bytes[..])? {
+        Some((_, der)) => Ok(der),
+        None => Err(PemError::NoSection),
+    }
 }
 
-/// DER from a PEM file (first block), or the bytes unchanged if they are not PEM.
-fn pem_to_der(bytes: &[u8]) -> Vec<u8> {
-    use base64::Engine;
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return bytes.to_vec();
-    };
-    if !text.contains("-----BEGIN") {
-        return bytes.to_vec();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_becomes_der_and_der_passes_through() {
+        let pem = b"-----BEGIN PUBLIC KEY-----\nAQID\nBA==\n-----END PUBLIC KEY-----\n";
+        assert_eq!(pem_to_der(pem).unwrap(), vec![1, 2, 3, 4]);
+        let der = [0x30, 0x03, 0x02, 0x01, 0x05];
+        assert_eq!(pem_to_der(&der).unwrap(), der.to_vec());
     }
-    let body: String = text
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .unwrap_or_default()
+
+    #[test]
+    fn bad_pem_is_a_typed_error_not_empty_der() {
+        let bad_base64 = b"-----BEGIN PUBLIC KEY-----\n!!not base64!!\n-----END PUBLIC KEY-----\n";
+        assert!(matches!(pem_to_der(bad_base64), Err(PemError::Invalid(_))));
+        let unterminated = b"-----BEGIN CERTIFICATE-----\nAQID\n";
+        assert!(matches!(
+            pem_to_der(unterminated),
+            Err(PemError::Invalid(_))
+        ));
+        let no_section = b"-----BEGIN NOTHING WE READ-----\nAQID\n-----END NOTHING WE READ-----\n";
+        assert!(matches!(pem_to_der(no_section), Err(PemError::NoSection)));
+    }
 }

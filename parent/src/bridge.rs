@@ -25,7 +25,7 @@ use futures::stream::{SelectAll, StreamExt};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use vettid_link::RpcError;
-use vettid_protocol::{ErrorCode, NatsMessage, NatsReply, Request, Response};
+use vettid_protocol::{ErrorCode, NatsMessage, NatsReply, Response, ToEnclave};
 
 use crate::config::Config;
 use crate::correlate::AppSubjects;
@@ -227,7 +227,7 @@ impl Bridge {
                     .map(move |v| (name.to_string(), v.to_string()))
             })
             .collect();
-        let request = Request::Nats(NatsMessage {
+        let request = ToEnclave::Nats(NatsMessage {
             subject: msg.subject.to_string(),
             reply: msg.reply.as_ref().map(|r| r.to_string()),
             headers,

@@ -14,7 +14,7 @@ use vettid_link::{connect, Connection, ConnectionTask, Handler, LinkConfig, Requ
 
 use crate::attest::{Checked, EnclaveCheck};
 use vettid_protocol::{
-    ErrorCode, Event, LogLevel, Publication, Request, Response, Role, WireError,
+    Event, LogLevel, ParentSide, Publication, Response, Role, ToEnclave, ToParent, WireError,
 };
 
 use crate::config::{EnclaveConfig, KmsConfig};
@@ -22,12 +22,15 @@ use crate::kms::CredentialSource;
 use crate::metrics::Metrics;
 use crate::storage::StorageRelay;
 
+/// A link connection as the parent holds it: it sends [`ToEnclave`] requests.
+pub type EnclaveConnection = Connection<ParentSide>;
+
 /// Publications the enclave sends as events, waiting for the NATS publisher.
 pub const PUBLISH_QUEUE: usize = 4096;
 
 /// Shared view of the link.
 pub struct EnclaveLink {
-    current: watch::Sender<Option<Connection>>,
+    current: watch::Sender<Option<EnclaveConnection>>,
     checked: Mutex<Option<Checked>>,
     last_error: Mutex<Option<String>>,
     connects: AtomicU64,
@@ -51,7 +54,7 @@ impl EnclaveLink {
     }
 
     /// The live connection, if any.
-    pub fn current(&self) -> Option<Connection> {
+    pub fn current(&self) -> Option<EnclaveConnection> {
         self.current.borrow().clone().filter(|c| !c.is_closed())
     }
 
@@ -149,7 +152,7 @@ impl EnclaveLink {
         link: &LinkConfig,
         handler: &Arc<ParentHandler>,
         check: &EnclaveCheck,
-    ) -> Result<(Connection, ConnectionTask, Checked), String> {
+    ) -> Result<(EnclaveConnection, ConnectionTask, Checked), String> {
         let limit = config.connect_timeout;
         let stream = tokio::time::timeout(limit, connect(&config.address))
             .await
@@ -165,7 +168,7 @@ impl EnclaveLink {
         let verified = async {
             let checked = check.check(&conn, limit).await.map_err(|e| e.to_string())?;
             if let Some(manifest) = check.manifest_bytes() {
-                let req = Request::SetPcrManifest {
+                let req = ToEnclave::SetPcrManifest {
                     manifest: manifest.clone(),
                 };
                 conn.request(req, limit)
@@ -232,7 +235,7 @@ impl ParentHandler {
         }
     }
 
-    /// Serves the enclave's [`Request::AwsCredentials`] from `source` (only with a `[kms]`
+    /// Serves the enclave's [`ToParent::AwsCredentials`] from `source` (only with a `[kms]`
     /// section; without one the enclave is told "kms not configured on the parent").
     pub fn with_credentials(mut self, source: CredentialSource) -> Self {
         self.credentials = Some(source);
@@ -240,20 +243,22 @@ impl ParentHandler {
     }
 }
 
+/// Serves the enclave's requests. NATS, attestation and manifest requests flow parent → enclave
+/// only: an enclave sending one is refused by the link's codec ("wrong direction").
 impl Handler for ParentHandler {
-    async fn handle(&self, request: Request, ctx: RequestCtx) -> Result<Response, WireError> {
+    type Side = ParentSide;
+
+    async fn handle(
+        &self,
+        request: ToParent,
+        ctx: RequestCtx<ParentSide>,
+    ) -> Result<Response, WireError> {
         match request {
-            Request::Ping => Ok(Response::Pong),
-            Request::Nats(_) | Request::Attest { .. } | Request::SetPcrManifest { .. } => {
-                Err(WireError::new(
-                    ErrorCode::UnknownRequest,
-                    "the parent does not serve this request",
-                ))
-            }
-            Request::AwsCredentials => {
+            ToParent::Ping => Ok(Response::Pong),
+            ToParent::AwsCredentials => {
                 crate::kms::credentials::answer(self.credentials.as_ref(), Some(ctx.deadline)).await
             }
-            Request::Storage(req) => self
+            ToParent::Storage(req) => self
                 .storage
                 .serve(req, Some(ctx.deadline))
                 .await
@@ -261,7 +266,7 @@ impl Handler for ParentHandler {
         }
     }
 
-    fn event(&self, event: Event, _peer: &Connection) {
+    fn event(&self, event: Event, _peer: &EnclaveConnection) {
         match event {
             Event::Log(log) => {
                 let fields = log

@@ -1,4 +1,4 @@
-//! `Request::AwsCredentials` over a real link (a Unix socket pair, the enclave side played by a
+//! `ToParent::AwsCredentials` over a real link (a Unix socket pair, the enclave side played by a
 //! bare link connection): the parent's handler answers from an injected static provider when
 //! `[kms]` is configured, advertises the capabilities, and refuses plainly when it is not.
 
@@ -14,7 +14,7 @@ use vettid_parent::enclave_link::{link_config, ParentHandler};
 use vettid_parent::kms::{AllowList, CredentialSource};
 use vettid_parent::metrics::Metrics;
 use vettid_parent::storage::{StorageRelay, Store};
-use vettid_protocol::{ErrorCode, Request, Response, Role, WireError};
+use vettid_protocol::{EnclaveSide, ErrorCode, Response, Role, ToEnclave, ToParent, WireError};
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
@@ -22,7 +22,13 @@ const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 struct Nothing;
 
 impl Handler for Nothing {
-    async fn handle(&self, _request: Request, _ctx: RequestCtx) -> Result<Response, WireError> {
+    type Side = EnclaveSide;
+
+    async fn handle(
+        &self,
+        _request: ToEnclave,
+        _ctx: RequestCtx<EnclaveSide>,
+    ) -> Result<Response, WireError> {
         Err(WireError::new(ErrorCode::UnknownRequest, "not served here"))
     }
 }
@@ -52,7 +58,7 @@ fn kms_config() -> KmsConfig {
 async fn link(
     handler: ParentHandler,
     kms: Option<&KmsConfig>,
-) -> (Connection, ConnectionTask, ConnectionTask) {
+) -> (Connection<EnclaveSide>, ConnectionTask, ConnectionTask) {
     let (p, e) = UnixStream::pair().unwrap();
     let (rp, re) = tokio::join!(
         Connection::establish(p, link_config(&enclave_config(), kms), Arc::new(handler)),
@@ -91,7 +97,7 @@ async fn configured_parent_lends_its_credentials_and_says_so_in_hello() {
     assert!(caps.iter().any(|c| c == "kms_tunnel"), "{caps:?}");
 
     let resp = enclave
-        .request(Request::AwsCredentials, Duration::from_secs(5))
+        .request(ToParent::AwsCredentials, Duration::from_secs(5))
         .await
         .unwrap();
     let Response::AwsCredentials(creds) = &resp else {
@@ -117,7 +123,7 @@ async fn unconfigured_parent_refuses_credentials_plainly() {
     assert!(!caps.iter().any(|c| c == "kms_tunnel"), "{caps:?}");
 
     let err = enclave
-        .request(Request::AwsCredentials, Duration::from_secs(5))
+        .request(ToParent::AwsCredentials, Duration::from_secs(5))
         .await
         .unwrap_err();
     match err {

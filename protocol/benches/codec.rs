@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use vettid_protocol::codec::decode_body;
-use vettid_protocol::{Decoded, Frame, FrameCodec, NatsMessage, Request};
+use vettid_protocol::{Decoded, Frame, FrameCodec, NatsMessage, ToEnclave};
 
-fn frame(payload: usize) -> Frame {
+fn frame(payload: usize) -> Frame<ToEnclave> {
     Frame::Request {
         id: 42,
         deadline_ms: 10_000,
-        body: Request::Nats(NatsMessage {
+        body: ToEnclave::Nats(NatsMessage {
             subject: "OwnerSpace.0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0.forVault.pin".into(),
             reply: Some("_INBOX.Xk3nQ2a9.7".into()),
             headers: vec![],
@@ -75,7 +75,7 @@ fn main() {
             black_box(b);
         });
         let dec = rate(budget, || {
-            let d = decode_body(black_box(&bytes[4..]));
+            let d = decode_body::<ToEnclave>(black_box(&bytes[4..]));
             assert!(matches!(d, Decoded::Frame(_)));
         });
         let m = v1(size);

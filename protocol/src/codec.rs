@@ -9,7 +9,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::{CodecError, ErrorCode, WireError};
 use crate::frame::{Frame, FrameKind, RequestId, WireFrame};
-use crate::message::Request;
+use crate::message::RequestBody;
 use crate::outline::Outline;
 
 /// Size of the length prefix.
@@ -23,11 +23,11 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
 /// and more under load (a known kernel issue), so large frames go out in smaller pieces.
 pub const MAX_WRITE_CHUNK: usize = 30 * 1024;
 
-/// Result of decoding one complete frame body.
+/// Result of decoding one complete frame body, for a receiver that serves requests `R`.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decoded {
+pub enum Decoded<R> {
     /// A well-formed frame.
-    Frame(Frame),
+    Frame(Frame<R>),
     /// A frame whose length was fine but whose body was not; answer `error` to the peer.
     Invalid {
         /// The request id, when the body was intact enough to name one.
@@ -62,7 +62,8 @@ impl FrameCodec {
         self.max_len
     }
 
-    /// Takes one frame off the front of `buf` if a whole one is there.
+    /// Takes one frame off the front of `buf` if a whole one is there, decoding a request body
+    /// as `R` (the requests the receiver serves).
     ///
     /// Returns `Ok(None)` when more bytes are needed; in that case, once the prefix has been read
     /// and accepted, `buf` has been grown to hold the whole frame so the caller's next read can
@@ -70,7 +71,10 @@ impl FrameCodec {
     ///
     /// # Errors
     /// [`CodecError::FrameTooLarge`] when the prefix exceeds the cap. Fatal for the connection.
-    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Decoded>, CodecError> {
+    pub fn decode<R: RequestBody>(
+        &self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Decoded<R>>, CodecError> {
         if buf.len() < LENGTH_PREFIX_LEN {
             return Ok(None);
         }
@@ -95,7 +99,11 @@ impl FrameCodec {
     ///
     /// # Errors
     /// [`CodecError::OutgoingTooLarge`] if the body would exceed the cap; `dst` is left as it was.
-    pub fn encode(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
+    pub fn encode<R: serde::Serialize>(
+        &self,
+        frame: &Frame<R>,
+        dst: &mut BytesMut,
+    ) -> Result<(), CodecError> {
         let start = dst.len();
         dst.put_u32(0);
         if let Err(e) = ciborium::into_writer(frame, dst.writer()) {
@@ -118,15 +126,18 @@ impl FrameCodec {
     ///
     /// # Errors
     /// As [`FrameCodec::encode`].
-    pub fn encode_to_bytes(&self, frame: &Frame) -> Result<Bytes, CodecError> {
+    pub fn encode_to_bytes<R: serde::Serialize>(
+        &self,
+        frame: &Frame<R>,
+    ) -> Result<Bytes, CodecError> {
         let mut b = BytesMut::with_capacity(256);
         self.encode(frame, &mut b)?;
         Ok(b.freeze())
     }
 }
 
-/// Decodes a frame body (without its prefix). Never fails: a bad body becomes
-/// [`Decoded::Invalid`] with as much context as could be recovered.
+/// Decodes a frame body (without its prefix) for a receiver that serves requests `R`. Never
+/// fails: a bad body becomes [`Decoded::Invalid`] with as much context as could be recovered.
 ///
 /// Memory: a structural pass ([`crate::outline`]) first refuses bodies over
 /// [`MAX_FRAME_ITEMS`](crate::MAX_FRAME_ITEMS) items or [`MAX_FRAME_DEPTH`](crate::MAX_FRAME_DEPTH)
@@ -134,7 +145,7 @@ impl FrameCodec {
 /// decode then runs once, and a body it refuses is diagnosed from what the pass read, never by
 /// buffering the body again. A bad body therefore costs at most its own strings' length plus a
 /// bounded per-item overhead (measured in `protocol/tests/frame_memory.rs`).
-pub fn decode_body(body: &[u8]) -> Decoded {
+pub fn decode_body<R: RequestBody>(body: &[u8]) -> Decoded<R> {
     if body.is_empty() {
         return invalid(None, ErrorCode::Malformed, "empty frame");
     }
@@ -150,7 +161,7 @@ pub fn decode_body(body: &[u8]) -> Decoded {
         return invalid(outline.id, ErrorCode::Malformed, reason);
     }
     let mut rest = body;
-    match ciborium::from_reader::<WireFrame, _>(&mut rest) {
+    match ciborium::from_reader::<WireFrame<R>, _>(&mut rest) {
         // The outline pass already refused trailing bytes; kept so the decoder stands alone.
         Ok(_) if !rest.is_empty() => {
             invalid(None, ErrorCode::Malformed, "trailing bytes after frame")
@@ -159,14 +170,15 @@ pub fn decode_body(body: &[u8]) -> Decoded {
         Ok(WireFrame::UnknownKind { id }) => {
             invalid(id, ErrorCode::UnknownKind, "unknown frame kind")
         }
-        Err(_) => diagnose(&outline),
+        Err(_) => diagnose::<R>(&outline),
     }
 }
 
 /// Says, for a well-formed body that failed the typed decode, which request it was and why it
-/// failed, from what the outline pass read: a request whose body names one type this build does
-/// not know is `UnknownRequest`, anything else `Malformed`.
-fn diagnose(outline: &Outline<'_>) -> Decoded {
+/// failed, from what the outline pass read: a request whose body names one type the receiver does
+/// not serve is `UnknownRequest` (with a message saying "wrong direction" when the type is one
+/// the other side serves), anything else `Malformed`.
+fn diagnose<R: RequestBody>(outline: &Outline<'_>) -> Decoded<R> {
     if outline.kind.is_none() {
         return invalid(
             None,
@@ -175,8 +187,18 @@ fn diagnose(outline: &Outline<'_>) -> Decoded {
         );
     }
     if FrameKind::from_tag(outline.kind) == FrameKind::Request {
+        // A request type without a body travels as a bare tag; only a wrong-direction tag is
+        // diagnosed from it (an unknown bare tag stays `Malformed`, as before the split).
+        let name = outline.body_key.or(outline.body_tag);
+        if let Some(name) = name.filter(|n| R::WRONG_WAY.contains(n)) {
+            return invalid(
+                outline.id,
+                ErrorCode::UnknownRequest,
+                &format!("{name} is served by the other side (wrong direction)"),
+            );
+        }
         if let Some(name) = outline.body_key {
-            if !Request::NAMES.contains(&name) {
+            if !R::NAMES.contains(&name) {
                 return invalid(
                     outline.id,
                     ErrorCode::UnknownRequest,
@@ -192,7 +214,7 @@ fn diagnose(outline: &Outline<'_>) -> Decoded {
     )
 }
 
-fn invalid(id: Option<RequestId>, code: ErrorCode, message: &str) -> Decoded {
+fn invalid<R>(id: Option<RequestId>, code: ErrorCode, message: &str) -> Decoded<R> {
     Decoded::Invalid {
         id,
         error: WireError::new(code, message),

@@ -5,15 +5,20 @@
 //! the sender's remaining budget for a request (relative, because the two clocks are not
 //! synchronised), and `body` the kind's payload. An array keeps decoding single-pass: the kind is
 //! read first and selects the body type, with no buffering of unknown content.
+//!
+//! A frame is typed by the request body `R` of the direction it travels: a request the enclave
+//! receives is a `Frame<ToEnclave>`, one the parent receives a `Frame<ToParent>`. Every other kind
+//! carries the same body in both directions, so it encodes to the same bytes whatever `R` is.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::WireError;
-use crate::message::{Event, Request, Response};
+use crate::message::{Event, RequestBody, Response};
 
 /// Request ids are chosen by the sender of the request and are unique per direction per
 /// connection. Responses and errors echo them.
@@ -55,9 +60,9 @@ pub struct Heartbeat {
     pub pong: bool,
 }
 
-/// One frame.
+/// One frame, with `R` the request body of the direction it travels.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Frame {
+pub enum Frame<R> {
     /// Version and capability exchange; the first frame in each direction.
     Hello(Hello),
     /// A request the receiver must answer with a response or an error carrying the same id.
@@ -67,7 +72,7 @@ pub enum Frame {
         /// Milliseconds the sender will wait; the receiver may drop work past it.
         deadline_ms: u32,
         /// What is asked.
-        body: Request,
+        body: R,
     },
     /// A successful answer.
     Response {
@@ -130,7 +135,7 @@ impl FrameKind {
     }
 }
 
-impl Frame {
+impl<R> Frame<R> {
     /// The kind tag of this frame.
     pub fn kind(&self) -> FrameKind {
         match self {
@@ -146,7 +151,7 @@ impl Frame {
 
 // === impl Serialize for Frame ===
 
-impl Serialize for Frame {
+impl<R: Serialize> Serialize for Frame<R> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut t = s.serialize_tuple(4)?;
         t.serialize_element(&self.kind())?;
@@ -194,31 +199,31 @@ impl Serialize for Frame {
 
 /// What a frame body decodes to before validation: a frame, or an unknown kind whose id we keep
 /// so the peer can be told.
-pub(crate) enum WireFrame {
-    Known(Frame),
+pub(crate) enum WireFrame<R> {
+    Known(Frame<R>),
     UnknownKind { id: Option<RequestId> },
 }
 
-impl<'de> Deserialize<'de> for WireFrame {
+impl<'de, R: RequestBody> Deserialize<'de> for WireFrame<R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_seq(FrameVisitor)
+        d.deserialize_seq(FrameVisitor(PhantomData))
     }
 }
 
-struct FrameVisitor;
+struct FrameVisitor<R>(PhantomData<R>);
 
 fn missing<E: de::Error>(what: &'static str) -> E {
     E::custom(format_args!("frame is missing its {what}"))
 }
 
-impl<'de> Visitor<'de> for FrameVisitor {
-    type Value = WireFrame;
+impl<'de, R: RequestBody> Visitor<'de> for FrameVisitor<R> {
+    type Value = WireFrame<R>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a frame array [kind, id, deadline_ms, body]")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<WireFrame, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<WireFrame<R>, A::Error> {
         let kind: FrameKind = seq.next_element()?.ok_or_else(|| missing("kind"))?;
         let id: Option<u64> = seq.next_element()?.ok_or_else(|| missing("id"))?;
         let deadline: Option<u32> = seq.next_element()?.ok_or_else(|| missing("deadline"))?;

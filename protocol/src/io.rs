@@ -10,22 +10,23 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::codec::{Decoded, FrameCodec, MAX_WRITE_CHUNK};
 use crate::error::CodecError;
+use crate::message::RequestBody;
 
 /// Smallest spare capacity kept in the read buffer, so small frames arrive in few reads.
 const READ_RESERVE: usize = 16 * 1024;
 
-/// Reads until one whole frame is in `buf`, then decodes it.
+/// Reads until one whole frame is in `buf`, then decodes it (a request body as `R`).
 ///
 /// Returns `Ok(None)` on a clean end of stream (between frames).
 ///
 /// # Errors
 /// [`CodecError::Truncated`] if the stream ends inside a frame, [`CodecError::FrameTooLarge`] on
 /// an over-cap prefix, [`CodecError::Io`] on a stream error. All are fatal for the connection.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
+pub async fn read_frame<S: AsyncRead + Unpin, R: RequestBody>(
+    reader: &mut S,
     buf: &mut BytesMut,
     codec: &FrameCodec,
-) -> Result<Option<Decoded>, CodecError> {
+) -> Result<Option<Decoded<R>>, CodecError> {
     loop {
         if let Some(decoded) = codec.decode(buf)? {
             return Ok(Some(decoded));

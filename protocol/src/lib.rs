@@ -8,6 +8,8 @@
 //!
 //! Both sides of a link may send requests, so every request carries an id chosen by its sender and
 //! every response or error names that id; many requests are in flight at once in both directions.
+//! Requests are typed by direction ([`ToEnclave`], [`ToParent`]; a [`Side`] names which one an
+//! end sends and which it serves), so neither side has a request type it must refuse at run time.
 //!
 //! Layering (STYLE rule 3): [`codec`] turns bytes into frames and checks the size cap *before*
 //! allocating; [`frame`] is the typed frame; [`message`] holds the request/response/event bodies.
@@ -23,8 +25,9 @@ pub use codec::{Decoded, FrameCodec, DEFAULT_MAX_FRAME_LEN, LENGTH_PREFIX_LEN, M
 pub use error::{CodecError, ErrorCode, WireError};
 pub use frame::{Frame, FrameKind, Heartbeat, Hello, RequestId, Role};
 pub use message::{
-    AwsCredentials, Event, ListedObject, LogEvent, LogLevel, NatsMessage, NatsReply, Publication,
-    PutCondition, Request, Response, StorageRequest, StorageResponse,
+    AwsCredentials, EnclaveSide, Event, ListedObject, LogEvent, LogLevel, NatsMessage, NatsReply,
+    ParentSide, Publication, PutCondition, RequestBody, Response, Side, StorageRequest,
+    StorageResponse, ToEnclave, ToParent,
 };
 pub use outline::{MAX_FRAME_DEPTH, MAX_FRAME_ITEMS};
 

@@ -4,83 +4,143 @@
 //! Subjects and payloads arriving from NATS are opaque here; the enclave validates them when it
 //! turns them into its own types.
 
+use std::fmt;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// A request, in either direction. New variants are added with a capability so an older peer
-/// is never sent one it cannot decode (it would answer [`crate::ErrorCode::UnknownRequest`]).
+/// A request the parent (or a tool speaking for it) sends the enclave. The link decodes only
+/// these on the enclave side, so an enclave-bound request can never be confused with a
+/// parent-bound one: a peer that sends a [`ToParent`] tag here is answered
+/// [`crate::ErrorCode::UnknownRequest`] ("wrong direction") by the codec, before any handler runs.
+///
+/// New variants are added with a capability so an older peer is never sent one it cannot decode
+/// (it would answer [`crate::ErrorCode::UnknownRequest`]). Wire tags are shared with [`ToParent`]
+/// in one namespace (`ping` is in both) and are frozen by `protocol/tests/golden`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Request {
-    /// Parent → enclave: one NATS message, forwarded without interpretation.
+pub enum ToEnclave {
+    /// One NATS message, forwarded without interpretation.
     Nats(NatsMessage),
-    /// Either direction: answered with [`Response::Pong`]; used by tools and tests.
+    /// Answered with [`Response::Pong`]; used by tools and tests.
     Ping,
-    /// Enclave → parent: one object-store operation (capability `storage`).
-    Storage(StorageRequest),
-    /// Parent → enclave: a fresh attestation document bound to the parent's nonce, so the parent
-    /// can check which code it is talking to before it forwards anything.
+    /// A fresh attestation document bound to the parent's nonce, so the parent can check which
+    /// code it is talking to before it forwards anything.
     Attest {
         /// The parent's challenge (1..=512 bytes).
         nonce: Bytes,
     },
-    /// Parent → enclave: the signed PCR manifest the parent was configured with. The enclave
-    /// does not trust it (the parent could send anything); it hands it to apps verbatim as
-    /// `expected_pcrs`, and apps check its signature with their pinned key.
+    /// The signed PCR manifest the parent was configured with. The enclave does not trust it
+    /// (the parent could send anything); it hands it to apps verbatim as `expected_pcrs`, and
+    /// apps check its signature with their pinned key.
     SetPcrManifest {
         /// Manifest JSON bytes, as signed.
         manifest: Bytes,
     },
-    /// Enclave → parent: the AWS credentials the enclave signs its own KMS calls with
-    /// (capability `aws_credentials`). They are the parent's instance-role credentials, so the
-    /// parent learns nothing new; what it cannot do is read the KMS replies, which are encrypted
-    /// to a key that never leaves the enclave.
+}
+
+/// A request the enclave sends the parent: things only the host can do for it. Decoded only on
+/// the parent side (see [`ToEnclave`] for the wrong-direction rule).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToParent {
+    /// Answered with [`Response::Pong`]; used by tests.
+    Ping,
+    /// One object-store operation (capability `storage`).
+    Storage(StorageRequest),
+    /// The AWS credentials the enclave signs its own KMS calls with (capability
+    /// `aws_credentials`). They are the parent's instance-role credentials, so the parent learns
+    /// nothing new; what it cannot do is read the KMS replies, which are encrypted to a key that
+    /// never leaves the enclave.
     AwsCredentials,
 }
 
-impl Request {
-    /// Wire names of every request type this build knows, to tell "unknown type" from
-    /// "malformed body" when decoding fails.
-    pub const NAMES: &'static [&'static str] = &[
-        "nats",
-        "ping",
-        "storage",
-        "attest",
-        "set_pcr_manifest",
-        "aws_credentials",
-    ];
+/// A request body of one direction of the link: what the frame layer needs to decode it and
+/// to tell "unknown type" from "wrong direction" from "malformed body".
+pub trait RequestBody:
+    Serialize + serde::de::DeserializeOwned + fmt::Debug + Clone + PartialEq + Send + Sync + 'static
+{
+    /// Wire names of every request type of this direction this build knows.
+    const NAMES: &'static [&'static str];
+    /// Wire names that only the other direction carries.
+    const WRONG_WAY: &'static [&'static str];
 
-    /// Short name for logs and metrics.
-    pub fn name(&self) -> &'static str {
+    /// Short name for logs and metrics (the wire tag).
+    fn name(&self) -> &'static str;
+}
+
+impl RequestBody for ToEnclave {
+    const NAMES: &'static [&'static str] = &["nats", "ping", "attest", "set_pcr_manifest"];
+    const WRONG_WAY: &'static [&'static str] = &["storage", "aws_credentials"];
+
+    fn name(&self) -> &'static str {
         match self {
-            Request::Nats(_) => "nats",
-            Request::Ping => "ping",
-            Request::Storage(_) => "storage",
-            Request::Attest { .. } => "attest",
-            Request::SetPcrManifest { .. } => "set_pcr_manifest",
-            Request::AwsCredentials => "aws_credentials",
+            ToEnclave::Nats(_) => "nats",
+            ToEnclave::Ping => "ping",
+            ToEnclave::Attest { .. } => "attest",
+            ToEnclave::SetPcrManifest { .. } => "set_pcr_manifest",
         }
     }
+}
+
+impl RequestBody for ToParent {
+    const NAMES: &'static [&'static str] = &["ping", "storage", "aws_credentials"];
+    const WRONG_WAY: &'static [&'static str] = &["nats", "attest", "set_pcr_manifest"];
+
+    fn name(&self) -> &'static str {
+        match self {
+            ToParent::Ping => "ping",
+            ToParent::Storage(_) => "storage",
+            ToParent::AwsCredentials => "aws_credentials",
+        }
+    }
+}
+
+/// One end of the link: which requests it sends and which it serves. The link's connection and
+/// handler are typed by their side, so the compiler, not a run-time check, says who sends what.
+pub trait Side: Send + Sync + 'static {
+    /// Requests this side sends its peer.
+    type Sends: RequestBody;
+    /// Requests this side serves (the peer's [`Side::Sends`]).
+    type Serves: RequestBody;
+}
+
+/// The parent, and tools that talk to the enclave the way the parent does.
+#[derive(Debug, Clone, Copy)]
+pub enum ParentSide {}
+
+/// The enclave.
+#[derive(Debug, Clone, Copy)]
+pub enum EnclaveSide {}
+
+impl Side for ParentSide {
+    type Sends = ToEnclave;
+    type Serves = ToParent;
+}
+
+impl Side for EnclaveSide {
+    type Sends = ToParent;
+    type Serves = ToEnclave;
 }
 
 /// A successful answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
-    /// What to publish for a [`Request::Nats`].
+    /// What to publish for a [`ToEnclave::Nats`].
     Nats(NatsReply),
-    /// Answer to [`Request::Ping`].
+    /// Answer to [`ToEnclave::Ping`] and [`ToParent::Ping`].
     Pong,
-    /// Answer to [`Request::Storage`].
+    /// Answer to [`ToParent::Storage`].
     Storage(StorageResponse),
-    /// Answer to [`Request::Attest`]: the NSM document (COSE_Sign1 bytes).
+    /// Answer to [`ToEnclave::Attest`]: the NSM document (COSE_Sign1 bytes).
     Attestation {
         /// Document bytes.
         document: Bytes,
     },
     /// A request that needs no data back was carried out.
     Done,
-    /// Answer to [`Request::AwsCredentials`].
+    /// Answer to [`ToParent::AwsCredentials`].
     AwsCredentials(AwsCredentials),
 }
 
@@ -230,7 +290,7 @@ pub struct NatsMessage {
     pub payload: Bytes,
 }
 
-/// What the parent publishes on the enclave's behalf after a [`Request::Nats`].
+/// What the parent publishes on the enclave's behalf after a [`ToEnclave::Nats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NatsReply {
     /// Payload for the request's reply inbox (ignored when the request had none).

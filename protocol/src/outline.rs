@@ -34,6 +34,8 @@ pub(crate) struct Outline<'a> {
     pub id: Option<u64>,
     /// For element 3 being a one-entry map with a text key: that key (a request's type name).
     pub body_key: Option<&'a str>,
+    /// Element 3 when it is a text string: a request type without a body (`"ping"`).
+    pub body_tag: Option<&'a str>,
     /// `Err` with a bland reason when the body is not well-formed or is over a bound.
     pub checked: Result<(), &'static str>,
 }
@@ -110,6 +112,7 @@ impl<'a> Outline<'a> {
             kind: None,
             id: None,
             body_key: None,
+            body_tag: None,
             checked: Ok(()),
         };
         outline.checked = outline.walk(body);
@@ -180,6 +183,8 @@ impl<'a> Outline<'a> {
                             self.kind = text;
                         } else if body_key {
                             self.body_key = text;
+                        } else if index == Some(3) && head.major == 3 {
+                            self.body_tag = text;
                         }
                     }
                 }
@@ -267,7 +272,21 @@ mod tests {
         assert_eq!(o.kind, Some("req"));
         assert_eq!(o.id, Some(7));
         assert_eq!(o.body_key, Some("teleport"));
+        assert_eq!(o.body_tag, None);
         assert_eq!(o.checked, Ok(()));
+    }
+
+    #[test]
+    fn a_request_type_without_a_body_is_read_as_a_tag() {
+        use ciborium::Value as V;
+        let body = cbor(&V::Array(vec![
+            V::Text("req".into()),
+            V::Integer(7.into()),
+            V::Integer(100.into()),
+            V::Text("aws_credentials".into()),
+        ]));
+        let o = Outline::of(&body);
+        assert_eq!((o.body_key, o.body_tag), (None, Some("aws_credentials")));
     }
 
     #[test]

@@ -43,6 +43,16 @@ ensure_nats_server() {
     export NATS_SERVER_BIN="$(nats_server_bin)"
 }
 
+# cargo-deny, from crates.io when missing. Building it costs ~9 minutes once per new machine (141
+# crates on 2 shared cores; CONTRIBUTING.md); after that it is in ~/.cargo/bin and the check takes
+# about a second.
+ensure_cargo_deny() {
+    if ! have cargo-deny; then
+        step "installing cargo-deny (crates.io)"
+        cargo install --locked cargo-deny
+    fi
+}
+
 # Everything scripts/test needs beyond cargo.
 ensure_test_deps() {
     require_cargo

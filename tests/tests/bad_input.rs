@@ -12,7 +12,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use vettid_protocol::io::read_frame;
 use vettid_protocol::{
-    Decoded, ErrorCode, Frame, FrameCodec, Hello, Request, Response, Role, PROTOCOL_VERSION,
+    Decoded, ErrorCode, Frame, FrameCodec, Hello, Response, Role, StorageRequest, ToEnclave,
+    ToParent, PROTOCOL_VERSION,
 };
 use vettid_tests::{bin_path, request_json, System, SystemOptions};
 
@@ -118,7 +119,8 @@ async fn bad_nats_payloads_get_typed_errors_and_the_service_keeps_serving() {
     assert!(v["request_errors_total"].as_u64().unwrap() >= 12);
 }
 
-fn hello() -> Frame {
+/// What a tool writes to the enclave (its requests are [`ToEnclave`]).
+fn hello() -> Frame<ToEnclave> {
     Frame::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         role: Role::Tool,
@@ -128,7 +130,8 @@ fn hello() -> Frame {
     })
 }
 
-async fn next_answer(s: &mut UnixStream, buf: &mut BytesMut) -> Option<Frame> {
+/// What the enclave writes back (its own requests would be [`ToParent`]).
+async fn next_answer(s: &mut UnixStream, buf: &mut BytesMut) -> Option<Frame<ToParent>> {
     loop {
         match tokio::time::timeout(LIMIT, read_frame(s, buf, &FrameCodec::default()))
             .await
@@ -207,12 +210,42 @@ async fn raw_frames_on_the_enclave_socket_are_answered_or_refused() {
         }
         f => panic!("{f:?}"),
     }
+    // requests only the parent serves: refused, typed, under their id
+    for (id, body) in [
+        (34, ToParent::AwsCredentials),
+        (
+            35,
+            ToParent::Storage(StorageRequest::Get {
+                key: "vaults/user1/vault".into(),
+            }),
+        ),
+    ] {
+        let frame = Frame::Request {
+            id,
+            deadline_ms: 1000,
+            body,
+        };
+        s.write_all(&codec.encode_to_bytes(&frame).unwrap())
+            .await
+            .unwrap();
+        match next_answer(&mut s, &mut buf).await.unwrap() {
+            Frame::Error { id: got, error } => {
+                assert_eq!((got, error.code), (Some(id), ErrorCode::UnknownRequest));
+                assert!(
+                    error.message.contains("wrong direction"),
+                    "{}",
+                    error.message
+                );
+            }
+            f => panic!("{f:?}"),
+        }
+    }
     // still serving on the same connection
     let ping = codec
         .encode_to_bytes(&Frame::Request {
             id: 33,
             deadline_ms: 1000,
-            body: Request::Ping,
+            body: ToEnclave::Ping,
         })
         .unwrap();
     s.write_all(&ping).await.unwrap();

@@ -105,15 +105,7 @@ fn key32(b64: &str, what: &str) -> Result<[u8; 32], String> {
 fn uuid() -> String {
     let mut b = [0u8; 16];
     aws_lc_rs::rand::fill(&mut b).unwrap();
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    uuid::Builder::from_random_bytes(b).into_uuid().to_string()
 }
 
 /// The driver's PHC string: Argon2id m=64 MiB, t=3, p=4, 16-byte salt, 32-byte hash, unpadded

@@ -256,5 +256,4 @@ fn check_range(
 }
 
 #[cfg(test)]
-#[path = "phc_tests.rs"]
 mod tests;

@@ -227,5 +227,4 @@ fn aead_key(key: &[u8; 32]) -> Result<LessSafeKey, SealedError> {
 }
 
 #[cfg(test)]
-#[path = "sealed_tests.rs"]
 mod tests;

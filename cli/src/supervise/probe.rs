@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vettid_link::{Address, Connection, ConnectionTask, Handler, LinkConfig, RequestCtx};
-use vettid_protocol::{ErrorCode, Request, Response, Role, WireError};
+use vettid_protocol::{ErrorCode, ParentSide, Response, Role, ToEnclave, ToParent, WireError};
 
 /// How long a closing probe connection may take to wind down.
 const CLOSE_GRACE: Duration = Duration::from_millis(200);
@@ -15,7 +15,13 @@ const CLOSE_GRACE: Duration = Duration::from_millis(200);
 struct ServeNothing;
 
 impl Handler for ServeNothing {
-    async fn handle(&self, _request: Request, _ctx: RequestCtx) -> Result<Response, WireError> {
+    type Side = ParentSide;
+
+    async fn handle(
+        &self,
+        _request: ToParent,
+        _ctx: RequestCtx<ParentSide>,
+    ) -> Result<Response, WireError> {
         Err(WireError::new(
             ErrorCode::UnknownRequest,
             "the supervisor serves no requests",
@@ -27,7 +33,7 @@ impl Handler for ServeNothing {
 pub struct Prober {
     address: Address,
     timeout: Duration,
-    link: Option<(Connection, ConnectionTask)>,
+    link: Option<(Connection<ParentSide>, ConnectionTask)>,
 }
 
 impl Prober {
@@ -71,7 +77,7 @@ impl Prober {
         let Some((conn, _)) = &self.link else {
             return Err("no connection".into());
         };
-        match conn.request(Request::Ping, self.timeout).await {
+        match conn.request(ToEnclave::Ping, self.timeout).await {
             Ok(Response::Pong) => Ok(()),
             Ok(other) => Err(format!("unexpected answer to ping: {other:?}")),
             Err(e) => Err(e.to_string()),

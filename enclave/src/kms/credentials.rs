@@ -1,6 +1,6 @@
 //! AWS credentials for signing KMS requests, from the parent.
 //!
-//! The enclave has no instance metadata service: the parent answers `Request::AwsCredentials` from
+//! The enclave has no instance metadata service: the parent answers `ToParent::AwsCredentials` from
 //! its own default credential chain (the instance role in production). [`SdkCredentials`] adapts a
 //! [`CredentialSource`] to the SDK's `ProvideCredentials`, passing the expiry on, so the SDK's
 //! identity cache fetches new credentials shortly before the old ones expire
@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{error::CredentialsError, future, ProvideCredentials};
 use aws_sdk_kms::config::Credentials;
-use vettid_protocol::{AwsCredentials, Request, Response};
+use vettid_protocol::{AwsCredentials, Response, ToParent};
 
 use crate::parent::ParentLink;
 use crate::sealing::BoxFuture;
@@ -48,7 +48,7 @@ pub trait CredentialSource: Send + Sync + 'static {
     fn fetch(&self) -> BoxFuture<'_, Result<AwsCredentials, CredentialError>>;
 }
 
-/// Credentials from the parent over the link (`Request::AwsCredentials`).
+/// Credentials from the parent over the link (`ToParent::AwsCredentials`).
 #[derive(Clone)]
 pub struct ParentCredentials {
     parent: ParentLink,
@@ -66,7 +66,7 @@ impl CredentialSource for ParentCredentials {
         Box::pin(async move {
             match self
                 .parent
-                .request(Request::AwsCredentials, CREDENTIALS_TIMEOUT)
+                .request(ToParent::AwsCredentials, CREDENTIALS_TIMEOUT)
                 .await?
             {
                 Response::AwsCredentials(credentials) => Ok(credentials),

@@ -12,7 +12,6 @@ use std::time::Duration;
 use aws_sdk_kms::config::SharedHttpClient;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError};
-use base64::Engine;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
@@ -138,18 +137,13 @@ pub fn check_ca_pem(pem: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// DER → PEM (64-column base64), the form the SDK's trust store takes.
+/// DER → PEM (64-column base64, LF), the form the SDK's trust store takes.
 fn to_pem(der: &[u8]) -> Vec<u8> {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::with_capacity(b64.len() + b64.len() / 64 + 64);
-    pem.push_str("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        // base64 output is ASCII.
-        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem.into_bytes()
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]
@@ -192,6 +186,12 @@ mod tests {
         }
         assert!(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() > 50);
         check_ca_pem(&all).unwrap();
+        // The exact shape: 64 columns, LF line ends (as the hand-written encoder produced).
+        let expected = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\nAA==\n-----END CERTIFICATE-----\n",
+            "A".repeat(64)
+        );
+        assert_eq!(to_pem(&[0u8; 49]), expected.into_bytes());
     }
 
     #[test]

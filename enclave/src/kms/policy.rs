@@ -410,5 +410,4 @@ impl<'de> Visitor<'de> for StrictVisitor {
 }
 
 #[cfg(test)]
-#[path = "policy_tests.rs"]
 mod tests;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use aws_credential_types::provider::{error::CredentialsError, future, ProvideCredentials};
 use aws_credential_types::Credentials;
 use serde::Deserialize;
-use vettid_protocol::{Request, Response, StorageRequest, StorageResponse};
+use vettid_protocol::{Response, StorageRequest, StorageResponse, ToParent};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::kms::Kms;
@@ -111,7 +111,7 @@ impl ParentObject {
 impl SealedSource for ParentObject {
     fn fetch(&self) -> BoxFuture<'_, Result<Option<Vec<u8>>, CredentialsLoadError>> {
         Box::pin(async move {
-            let request = Request::Storage(StorageRequest::Get {
+            let request = ToParent::Storage(StorageRequest::Get {
                 key: CREDENTIALS_OBJECT.into(),
             });
             match self.parent.request(request, LOAD_TIMEOUT).await {

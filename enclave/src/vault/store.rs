@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use vettid_protocol::{PutCondition, Request, Response, StorageRequest, StorageResponse};
+use vettid_protocol::{PutCondition, Response, StorageRequest, StorageResponse, ToParent};
 
 use super::record::object_key;
 use crate::parent::{ParentError, ParentLink};
@@ -71,7 +71,7 @@ impl VaultStore {
         } else {
             crate::deadline::limit(self.timeout).map_err(|_| StoreError::NoTime)?
         };
-        match self.parent.request(Request::Storage(request), limit).await {
+        match self.parent.request(ToParent::Storage(request), limit).await {
             Ok(Response::Storage(r)) => Ok(r),
             Ok(other) => {
                 tracing::warn!(

@@ -1,4 +1,4 @@
-//! AWS credentials for the enclave's own KMS client ([`Request::AwsCredentials`]).
+//! AWS credentials for the enclave's own KMS client ([`ToParent::AwsCredentials`]).
 //!
 //! The enclave signs its KMS calls itself, with the parent's credentials: the instance role in
 //! production (IMDSv2), static environment variables in dev. Handing them over teaches the
@@ -12,7 +12,7 @@
 //! (caching lives in each SDK client's identity cache), so without this every enclave request
 //! would cost two IMDS round trips and could run into IMDS throttling.
 //!
-//! [`Request::AwsCredentials`]: vettid_protocol::Request::AwsCredentials
+//! [`ToParent::AwsCredentials`]: vettid_protocol::ToParent::AwsCredentials
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -144,7 +144,7 @@ impl CredentialSource {
     }
 }
 
-/// Answers [`vettid_protocol::Request::AwsCredentials`]: from `source` when the parent has a
+/// Answers [`vettid_protocol::ToParent::AwsCredentials`]: from `source` when the parent has a
 /// `[kms]` section, else a clear [`ErrorCode::Unavailable`] ([`NOT_CONFIGURED`]).
 ///
 /// # Errors
@@ -174,5 +174,4 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 #[cfg(test)]
-#[path = "credentials_tests.rs"]
 mod tests;

@@ -242,5 +242,4 @@ fn valid_key_prefix(p: &str) -> bool {
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

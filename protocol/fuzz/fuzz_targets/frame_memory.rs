@@ -71,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
-    let decoded = decode_body(&body);
+    let decoded = decode_body::<vettid_protocol::ToEnclave>(&body);
     let peak = PEAK.load(Ordering::Relaxed) - base;
     drop(decoded);
     let bound = 2 * body.len() + PER_ITEM * MAX_FRAME_ITEMS + 64 * 1024;

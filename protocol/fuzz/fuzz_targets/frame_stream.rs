@@ -4,13 +4,13 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use vettid_protocol::FrameCodec;
+use vettid_protocol::{FrameCodec, ToEnclave};
 
 fuzz_target!(|data: &[u8]| {
     let codec = FrameCodec::new(4096);
     let mut buf = BytesMut::from(data);
     loop {
-        match codec.decode(&mut buf) {
+        match codec.decode::<ToEnclave>(&mut buf) {
             Ok(Some(_)) => continue,
             Ok(None) => break,
             Err(e) => {

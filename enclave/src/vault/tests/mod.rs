@@ -12,7 +12,8 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use vettid_link::{Connection, Handler, LinkConfig, RequestCtx};
 use vettid_protocol::{
-    NatsMessage, PutCondition, Request, Response, Role, StorageRequest, StorageResponse, WireError,
+    NatsMessage, ParentSide, PutCondition, Response, Role, StorageRequest, StorageResponse,
+    ToParent, WireError,
 };
 use vettid_vault_crypto::{domain, legacy_ecies, Domain, KdfParams};
 
@@ -34,8 +35,14 @@ pub(super) struct MemParent {
 }
 
 impl Handler for MemParent {
-    async fn handle(&self, request: Request, _ctx: RequestCtx) -> Result<Response, WireError> {
-        let Request::Storage(req) = request else {
+    type Side = ParentSide;
+
+    async fn handle(
+        &self,
+        request: ToParent,
+        _ctx: RequestCtx<ParentSide>,
+    ) -> Result<Response, WireError> {
+        let ToParent::Storage(req) = request else {
             return Err(WireError::new(
                 vettid_protocol::ErrorCode::UnknownRequest,
                 "no",
