@@ -49,7 +49,7 @@ ensure_nats_server() {
 ensure_cargo_deny() {
     if ! have cargo-deny; then
         step "installing cargo-deny (crates.io)"
-        cargo install --locked cargo-deny
+        cargo install --locked --debug cargo-deny
     fi
 }
 

@@ -34,6 +34,15 @@
 //!    `kms:ReplicateKey`, `kms:Encrypt`, `kms:ImportKeyMaterial`, `kms:*`, `*`, unknown names)
 //!    makes the key unsafe.
 //!
+//! 6. **Sealing the trusted store's credentials.** One unattested action more is accepted:
+//!    `kms:Encrypt` in a statement whose `Condition` has `StringEquals` on
+//!    `kms:EncryptionContext:vettid:purpose` with exactly the one value
+//!    `trusted-store-credentials` (the operator seals the table's access key with it; see
+//!    docs/OPERATIONS.md). A blob so made can only ever be opened as credentials (the enclave
+//!    decrypts them under that context), never as vault material or the fleet key (other
+//!    purposes), and credentials the host might seal for the measured table give it nothing
+//!    unless their principal may already write that table.
+//!
 //! `kms:PutKeyPolicy` is the one door left open on purpose: without it no release could ever be
 //! added to the policy. Whoever holds it can rewrite the policy and then decrypt every blob. The
 //! enclave cannot see IAM policies, so it cannot tell whether the host's role is among those
@@ -229,8 +238,12 @@ fn check_statement(index: usize, statement: &Value, rules: &Rules) -> Result<(),
     if attested {
         return Ok(());
     }
+    let credentials_only = seals_credentials_only(s.get("Condition"));
     for action in actions {
         let lower = action.to_ascii_lowercase();
+        if lower == "kms:encrypt" && credentials_only {
+            continue;
+        }
         if lower.contains(['*', '?']) {
             return Err(fail(
                 "wildcard_action",
@@ -328,6 +341,25 @@ fn attested(condition: Option<&Value>, rules: &Rules) -> Result<bool, (&'static 
         }
     }
     Ok(attested)
+}
+
+/// The encryption-context purpose rule 6 accepts unattested `kms:Encrypt` for.
+pub const CREDENTIALS_PURPOSE: &str = "trusted-store-credentials";
+
+/// Whether `Condition` binds the purpose to [`CREDENTIALS_PURPOSE`] and nothing else (rule 6):
+/// `StringEquals` (case-sensitive, as context values are compared) on
+/// `kms:EncryptionContext:vettid:purpose` with that single value.
+fn seals_credentials_only(condition: Option<&Value>) -> bool {
+    let Some(Value::Object(blocks)) = condition else {
+        return false;
+    };
+    let Some(Value::Object(entries)) = blocks.get("StringEquals") else {
+        return false;
+    };
+    entries.iter().any(|(key, values)| {
+        key.eq_ignore_ascii_case("kms:EncryptionContext:vettid:purpose")
+            && strings(Some(values)).is_ok_and(|v| v == [CREDENTIALS_PURPOSE])
+    })
 }
 
 /// A string or an array of strings (absent: empty).

@@ -497,3 +497,51 @@ proptest! {
         let _ = check(&text, &rules());
     }
 }
+
+fn seal_credentials(condition: Value) -> Value {
+    json!({
+        "Sid": "SealTrustedStoreCredentials",
+        "Effect": "Allow",
+        "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:role/vettid-operator")},
+        "Action": "kms:Encrypt",
+        "Resource": "*",
+        "Condition": condition
+    })
+}
+
+#[test]
+fn encrypt_is_accepted_only_to_seal_the_trusted_store_credentials() {
+    let purpose = |v: Value| json!({"StringEquals": {"kms:EncryptionContext:vettid:purpose": v}});
+    assert_eq!(
+        verdict(&with_statement(seal_credentials(purpose(json!(
+            "trusted-store-credentials"
+        ))))),
+        Ok(())
+    );
+    assert_eq!(
+        verdict(&with_statement(seal_credentials(purpose(json!([
+            "trusted-store-credentials"
+        ]))))),
+        Ok(())
+    );
+    for bad in [
+        json!({}),
+        purpose(json!("vault-material-v2")),
+        purpose(json!(["trusted-store-credentials", "vault-material-v2"])),
+        json!({"StringLike": {"kms:EncryptionContext:vettid:purpose": "trusted-store-*"}}),
+        json!({"StringEqualsIfExists": {"kms:EncryptionContext:vettid:purpose": "trusted-store-credentials"}}),
+        json!({"StringEquals": {"kms:EncryptionContext:vettid:vault": "trusted-store-credentials"}}),
+    ] {
+        assert_eq!(
+            reason(&with_statement(seal_credentials(bad.clone()))),
+            "unattested_action",
+            "{bad}"
+        );
+    }
+    // Only Encrypt: the same condition does not admit Decrypt or GenerateDataKey.
+    for action in ["kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom"] {
+        let mut s = seal_credentials(purpose(json!("trusted-store-credentials")));
+        s["Action"] = json!(["kms:Encrypt", action]);
+        assert_eq!(reason(&with_statement(s)), "unattested_action", "{action}");
+    }
+}
