@@ -317,3 +317,37 @@ async fn three_hosts_behind_one_queue_group_finish_every_exchange() {
     );
     eprintln!("fleet run took {:?}", started.elapsed());
 }
+
+/// Reads are fresh (the example: `credential.get` stayed stale up to 15 min on other
+/// hosts after a delete): after a change on one host, another host that holds the vault unlocked
+/// in memory does not answer from its old copy, because every request reads the vault's mark and
+/// a copy the mark has moved past is reloaded. Bound: zero, for one table read per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_on_one_host_is_seen_at_once_by_another_that_cached_the_vault() {
+    let fleet = addressable_fleet(2, anchored());
+    let owner = "fleet-fresh-reads";
+    let mut on_a = user(&fleet[0], owner).await;
+    on_a.setup("2468").await.expect_ok("setup on A");
+    on_a.create_credential().await.expect_ok("credential on A");
+    // B unlocks and reads the credential: it now holds the vault, unlocked, in memory.
+    let mut on_b = user(&fleet[1], owner).await.with_keys_of(&on_a);
+    on_b.unlock().await.expect_ok("unlock on B");
+    let r = on_b
+        .call("credential.get", "credential.get", json!({}))
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+    // The user deletes the credential through A.
+    let mut on_a = user(&fleet[0], owner).await.with_keys_of(&on_b);
+    on_a.utk_op("credential.delete", json!({}))
+        .await
+        .expect_ok("delete on A");
+    // B answers from what is stored now, not from its copy.
+    let r = on_b
+        .call("credential.get", "credential.get", json!({}))
+        .await;
+    assert_eq!(
+        code(&r),
+        "no_credential",
+        "B answered from its old copy: {r:?}"
+    );
+}
