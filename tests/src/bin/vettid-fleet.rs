@@ -34,6 +34,9 @@ struct Args {
     /// Hosts in the fleet phase.
     #[arg(long, default_value_t = 3, value_parser = range(1, 5))]
     hosts: usize,
+    /// Users in flight at once (each enrolment holds 256 MiB of Argon2id).
+    #[arg(long, default_value_t = 6, value_parser = range(1, 64))]
+    concurrency: usize,
     /// Users (and ops, scaled) of the two one-host phases.
     #[arg(long, default_value_t = 30, value_parser = range(1, 10_000))]
     compare_users: usize,
@@ -70,12 +73,12 @@ async fn main() -> anyhow::Result<()> {
 
     let base = {
         let sys = vec![System::start(options(false))];
-        fleet::run(&sys, args.compare_users, compare_ops).await
+        fleet::run(&sys, args.compare_users, compare_ops, args.concurrency).await
     };
     println!("## baseline (one host, single-host mode)\n{base}");
     let anchored = {
         let sys = vec![System::start(options(true))];
-        let report = fleet::run(&sys, args.compare_users, compare_ops).await;
+        let report = fleet::run(&sys, args.compare_users, compare_ops, args.concurrency).await;
         let health = vettid_tests::request_json(
             &sys[0].client().await,
             "enclave.health",
@@ -108,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let fleet_report = {
         let sys = System::start_fleet(args.hosts, options(true));
-        fleet::run(&sys, args.users, args.ops).await
+        fleet::run(&sys, args.users, args.ops, args.concurrency).await
     };
     println!(
         "## fleet ({} hosts, one queue group)\n{fleet_report}",
