@@ -1053,6 +1053,14 @@ pub async fn run(fault: Fault, plan: Plan) -> Row {
         )
     } else {
         let mut parts = Vec::new();
+        if fault.trusted() {
+            let log = sys
+                .enclave
+                .as_ref()
+                .map(crate::Child::log)
+                .unwrap_or_default();
+            parts.push(format!("enclave log: {}", trusted_log_codes(&log)));
+        }
         if let Some(f) = &fail_closed {
             parts.push(format!(
                 "while broken: {} unlocks answered ({} wrong PINs), {} unlocked, {} invalid_pin, {} other requests acknowledged",
@@ -1063,6 +1071,14 @@ pub async fn run(fault: Fault, plan: Plan) -> Row {
         parts.join("; ")
     };
     let durability = verify_durable(&mut sys, &mut users, &sent, &enrolled).await;
+    // VETTID_FAULTS_LOGS=DIR keeps each row's logs (the system's directory goes with it).
+    if let Some(keep) = std::env::var_os("VETTID_FAULTS_LOGS") {
+        let to = PathBuf::from(keep).join(fault_slug(fault));
+        let _ = std::fs::create_dir_all(&to);
+        for log in ["enclave.log", "parent.log", "dynamodb.log"] {
+            let _ = std::fs::copy(sys.dir.path().join(log), to.join(log));
+        }
+    }
     // Late answers to the run's requests would have arrived by now.
     Row {
         fault: fault.name(),
@@ -1075,6 +1091,43 @@ pub async fn run(fault: Fault, plan: Plan) -> Row {
         note,
         fail_closed,
     }
+}
+
+/// The enclave's failed trusted-store calls by code (its `trusted store call failed` events from
+/// the DynamoDB client, each naming its `operation`), as `N TrustedStoreX` items: what an
+/// operator's journal shows for the fault (docs/OPERATIONS.md).
+pub fn trusted_log_codes(log: &str) -> String {
+    const CODES: [&str; 8] = [
+        "TrustedStoreUnavailable",
+        "TrustedStoreUncertain",
+        "TrustedStoreThrottled",
+        "TrustedStoreDenied",
+        "TrustedStoreCredentials",
+        "TrustedStoreNoTime",
+        "TrustedStoreConflict",
+        "TrustedStoreMalformed",
+    ];
+    let calls: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("trusted store call failed") && l.contains("operation"))
+        .collect();
+    let found: Vec<String> = CODES
+        .iter()
+        .filter_map(|c| {
+            let n = calls.iter().filter(|l| l.contains(c)).count();
+            (n > 0).then(|| format!("{n} {c}"))
+        })
+        .collect();
+    if found.is_empty() {
+        "no failed calls".into()
+    } else {
+        found.join(", ")
+    }
+}
+
+/// A file name for `fault`'s row.
+fn fault_slug(fault: Fault) -> String {
+    format!("{fault:?}").to_lowercase()
 }
 
 /// How long after `back` the service was whole again: until the answer to the last failed request
@@ -1253,11 +1306,7 @@ async fn inject(
         | Fault::TrustedDropped => {
             block(|| trusted_broken(sys, fault, true));
             load.broken_at(Instant::now());
-            let outage = if matches!(fault, Fault::TrustedSlow | Fault::TrustedThrottled) {
-                outage.max(TRUSTED_SLOW_OUTAGE)
-            } else {
-                outage
-            };
+            let outage = outage.max(TRUSTED_OUTAGE);
             tokio::time::sleep(outage).await;
             load.repairing_at(Instant::now());
             block(|| trusted_broken(sys, fault, false));
@@ -1270,10 +1319,11 @@ async fn inject(
 /// operation budget for one trusted-store call.
 pub const TRUSTED_LINGER: Duration = Duration::from_secs(3);
 
-/// A slow or throttling table's outage lasts at least this long: each call then takes the
-/// enclave's whole 3 s budget, so a shorter outage would see no request both sent and answered
-/// in it, and the fail-closed check ([`FailClosed`]) would have nothing to count.
-pub const TRUSTED_SLOW_OUTAGE: Duration = Duration::from_secs(5);
+/// A trusted-store outage lasts at least this long: a call may take the enclave's whole 3 s
+/// budget (a slow table, or the SDK's backoff between attempts on a refused connection), so a
+/// shorter outage may see no probe both sent and answered in it, and the fail-closed check
+/// ([`FailClosed`]) would have nothing to count.
+pub const TRUSTED_OUTAGE: Duration = Duration::from_secs(5);
 
 /// Breaks (`true`) or repairs (`false`) the trusted store for `fault` (one of
 /// [`Fault::trusted`]), on the row's own stand-in.
