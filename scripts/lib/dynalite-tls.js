@@ -23,6 +23,15 @@
 // is kept as it is).
 // VETTID_EXIT_WITH_PID: exit when that process is gone (a test process's one stand-in, which no
 // destructor of a static can kill).
+// VETTID_DYNAMO_CONTROL=FILE: the fault table's switch, read at every request (absent or empty:
+// normal), so a test flips it by rewriting the file and nothing restarts:
+//   `throttle`   every request is refused before it is applied, alternately with
+//                ProvisionedThroughputExceededException and ThrottlingException (400), as DynamoDB
+//                throttles;
+//   `deny`       every request signed by an accepted key id is AccessDeniedException (400), as when
+//                the principal's policy no longer allows the table (the key itself is still known);
+//   `delay MS`   every request is held MS milliseconds, then applied and answered as usual (a slow
+//                table: the request lands late, after the caller may have given up).
 'use strict'
 const fs = require('fs')
 const https = require('https')
@@ -61,6 +70,17 @@ function refuse (res, status, type, message) {
   res.end(body)
 }
 
+const control = process.env.VETTID_DYNAMO_CONTROL || ''
+let throttled = 0
+// The switch's state now: [mode, number] (['', 0] when normal or unreadable).
+function fault () {
+  if (!control) return ['', 0]
+  let text = ''
+  try { text = fs.readFileSync(control, 'utf8').trim() } catch (_) { return ['', 0] }
+  const [mode, n] = text.split(/\s+/)
+  return [mode || '', Number(n) || 0]
+}
+
 function accessKeyId (req) {
   const m = /Credential=([^/,\s]+)\//.exec(req.headers.authorization || '')
   return m ? m[1] : null
@@ -79,27 +99,47 @@ const server = https.createServer({ cert: fs.readFileSync(cert), key: fs.readFil
       return refuse(res, 400, 'UnrecognizedClientException',
         'The security token included in the request is invalid.')
     }
-    let body = Buffer.concat(chunks)
-    if (body.length > 0) {
-      let parsed = null
-      try { parsed = JSON.parse(body.toString()) } catch (_) { /* dynalite answers bad JSON */ }
-      const table = parsed && parsed.TableName
-      if (typeof table === 'string' && table.startsWith('arn:')) {
-        if (!table.startsWith(arnPrefix)) {
-          return refuse(res, 400, 'ResourceNotFoundException', 'Requested resource not found')
-        }
-        parsed.TableName = table.slice(arnPrefix.length)
-        body = Buffer.from(JSON.stringify(parsed))
-      }
+    const [mode, n] = fault()
+    if (mode === 'throttle') {
+      throttled += 1
+      return throttled % 2
+        ? refuse(res, 400, 'ProvisionedThroughputExceededException',
+          'The level of configured provisioned throughput for the table was exceeded.')
+        : refuse(res, 400, 'ThrottlingException', 'Rate of requests exceeds the allowed throughput.')
     }
-    const fake = new PassThrough()
-    fake.headers = req.headers
-    fake.method = req.method
-    fake.url = req.url
-    handle(fake, res)
-    fake.end(body)
+    if (mode === 'deny') {
+      return refuse(res, 400, 'AccessDeniedException',
+        `User: ${accessKeyId(req)} is not authorized to perform this action on the table`)
+    }
+    if (mode === 'delay' && n > 0) {
+      return setTimeout(() => serve(req, res, chunks), n)
+    }
+    serve(req, res, chunks)
   })
 })
+
+// Hands the request (its table ARN made a name) to dynalite.
+function serve (req, res, chunks) {
+  let body = Buffer.concat(chunks)
+  if (body.length > 0) {
+    let parsed = null
+    try { parsed = JSON.parse(body.toString()) } catch (_) { /* dynalite answers bad JSON */ }
+    const table = parsed && parsed.TableName
+    if (typeof table === 'string' && table.startsWith('arn:')) {
+      if (!table.startsWith(arnPrefix)) {
+        return refuse(res, 400, 'ResourceNotFoundException', 'Requested resource not found')
+      }
+      parsed.TableName = table.slice(arnPrefix.length)
+      body = Buffer.from(JSON.stringify(parsed))
+    }
+  }
+  const fake = new PassThrough()
+  fake.headers = req.headers
+  fake.method = req.method
+  fake.url = req.url
+  handle(fake, res)
+  fake.end(body)
+}
 server.keepAliveTimeout = 30000
 // One DynamoDB call to ourselves, over our own TLS (its name checked against our certificate).
 function selfCall (target, payload) {

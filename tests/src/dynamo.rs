@@ -94,7 +94,12 @@ pub struct Dynamo {
     /// How long it took from spawn to its "listening" line.
     pub started_in: Duration,
     dir: PathBuf,
+    tls: PathBuf,
+    data: Option<PathBuf>,
 }
+
+/// The fault switch's file name in a stand-in's directory.
+const CONTROL: &str = "dynamodb.control";
 
 static SHARED: OnceLock<Dynamo> = OnceLock::new();
 static SHARED_DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
@@ -129,6 +134,7 @@ impl Dynamo {
             .arg(tls.join("key.pem"))
             .env("NODE_PATH", &modules)
             .env("VETTID_DYNAMO_ACCESS_KEYS", ACCESS_KEY_ID)
+            .env("VETTID_DYNAMO_CONTROL", dir.join(CONTROL))
             .env("VETTID_EXIT_WITH_PID", std::process::id().to_string());
         if let Some(data) = data {
             cmd.arg(data);
@@ -155,7 +161,34 @@ impl Dynamo {
             ca_pem: dir.join("dynamodb-ca").join("ca.pem"),
             started_in: started.elapsed(),
             dir: dir.to_owned(),
+            tls: tls.to_owned(),
+            data: data.map(Path::to_owned),
         }
+    }
+
+    /// Sets the launcher's fault switch (`VETTID_DYNAMO_CONTROL`, read at every request):
+    /// `Some("throttle")`, `Some("deny")`, `Some("delay MS")`; `None` answers normally again.
+    /// The file is replaced whole (written aside, renamed), so a request never reads half of it.
+    ///
+    /// # Panics
+    /// If the file cannot be written.
+    pub fn set_fault(&self, mode: Option<&str>) {
+        let path = self.dir.join(CONTROL);
+        let aside = self.dir.join(format!("{CONTROL}.new"));
+        std::fs::write(&aside, mode.unwrap_or_default()).expect("write the stand-in's switch");
+        std::fs::rename(&aside, &path).expect("swap the stand-in's switch");
+    }
+
+    /// SIGKILLs it (its connections reset; tables on disk, if any, stay).
+    pub fn kill(&mut self) {
+        self.child.kill();
+    }
+
+    /// Starts it again on the same port with the same data (after [`Dynamo::kill`]).
+    pub fn restart(&mut self) {
+        self.child.kill();
+        let again = Self::start_with(&self.dir, &self.tls, self.data.as_deref(), Some(self.port));
+        *self = again;
     }
 
     /// The endpoint as the enclave is told it (`https://HOST:PORT`).
@@ -265,4 +298,103 @@ pub fn client_for(endpoint: &str, ca_pem: &Path, access_key_id: &str) -> aws_sdk
         .retry_config(RetryConfig::disabled())
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// The host's path to the table, as a TCP relay in front of a stand-in that a test can sever: the
+/// parent's tunnel connects here (the endpoint's port is this one), and the TLS the enclave speaks
+/// passes through untouched. While [`Cut::set`] is on, every open connection is reset (RST: SO_LINGER 0)
+/// and every new one is accepted and reset at once, as a host dropping the table's traffic does.
+pub struct Cut {
+    /// The port the parent's tunnel connects to.
+    pub port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Cut {
+    /// A relay on a free loopback port to `127.0.0.1:upstream`, on a thread of its own (its own
+    /// runtime, so it relays while the test blocks).
+    ///
+    /// # Panics
+    /// If it cannot bind.
+    pub fn start(upstream: u16) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("relay address").port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("relay runtime")
+                .block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("relay listener");
+                    tokio::select! {
+                        () = relay(listener, upstream, watch) => {}
+                        _ = stopped => {}
+                    }
+                });
+        });
+        Self {
+            port,
+            cut,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Severs (`true`) or restores (`false`) the path.
+    pub fn set(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn relay(
+    listener: tokio::net::TcpListener,
+    upstream: u16,
+    watch: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        let mut watch = watch.clone();
+        tokio::spawn(async move {
+            // Reset, not closed: the far side sees a dropped path, not a clean end.
+            let reset = |s: tokio::net::TcpStream| {
+                let _ = s.set_zero_linger();
+                drop(s);
+            };
+            if *watch.borrow() {
+                return reset(client);
+            }
+            let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+            else {
+                return reset(client);
+            };
+            let mut client = client;
+            let severed = tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                _ = watch.wait_for(|cut| *cut) => true,
+            };
+            if severed {
+                reset(client);
+                reset(server);
+            }
+        });
+    }
 }

@@ -32,8 +32,16 @@ use crate::vault_client::{Answer, VaultUser};
 pub const LIMIT: Duration = Duration::from_secs(8);
 
 /// Error codes that do not say whether the request was stored: the enclave died with it, the
-/// parent gave up waiting for it, or the store did not answer in time.
-pub const UNCERTAIN: &[&str] = &["enclave_unavailable", "enclave_timeout", "storage_timeout"];
+/// parent gave up waiting for it, or the store did not answer in time. `trusted_store_unavailable`
+/// too: a change whose object landed but whose mark did not move is not acknowledged, and the
+/// next load may adopt that object (docs/VAULT.md, "Writes"; app-client treats the code as
+/// "outcome unknown" as well).
+pub const UNCERTAIN: &[&str] = &[
+    "enclave_unavailable",
+    "enclave_timeout",
+    "storage_timeout",
+    "trusted_store_unavailable",
+];
 
 /// Whether `answer` leaves open whether its request was stored: an [`UNCERTAIN`] code, or no
 /// answer at all (the parent died with the request, or nats-server was away).
@@ -83,9 +91,34 @@ pub struct Load {
     pub unlocks: AtomicUsize,
     /// Notified when the part is back.
     pub back: Notify,
+    /// When the part was broken, and when its repair began (the trusted-store rows).
+    window: std::sync::Mutex<(Option<Instant>, Option<Instant>)>,
 }
 
 impl Load {
+    /// Records that the part is broken from `at`.
+    pub fn broken_at(&self, at: Instant) {
+        self.window.lock().expect("window").0 = Some(at);
+    }
+
+    /// Records that its repair began at `at`.
+    pub fn repairing_at(&self, at: Instant) {
+        self.window.lock().expect("window").1 = Some(at);
+    }
+
+    /// From the part's break to the start of its repair, once both happened.
+    pub fn window(&self) -> Option<(Instant, Instant)> {
+        match *self.window.lock().expect("window") {
+            (Some(from), Some(to)) => Some((from, to)),
+            _ => None,
+        }
+    }
+
+    /// Whether the part is broken now (broken, repair not begun).
+    fn broken(&self) -> bool {
+        matches!(*self.window.lock().expect("window"), (Some(_), None))
+    }
+
     /// Waits (at most `limit`) until a request is out, so a fault can hit one mid-flight.
     pub async fn until_in_flight(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
@@ -479,11 +512,28 @@ pub enum Fault {
     KmsDisabled,
     /// The KMS process stopped (SIGSTOP: connections accepted, nothing answered), continued.
     KmsHang,
+    /// The trusted store's DynamoDB (the row's own stand-in) SIGKILLed, restarted on the same
+    /// port with the same tables.
+    TrustedDown,
+    /// The trusted store answers every call [`TRUSTED_SLOW`] late (past the enclave's 1 s
+    /// attempt timeout), then on time again.
+    TrustedSlow,
+    /// The trusted store throttles every call (`ProvisionedThroughputExceededException`,
+    /// `ThrottlingException`), then not.
+    TrustedThrottled,
+    /// The trusted store refuses the sealed principal (`AccessDeniedException`), then accepts it.
+    TrustedDenied,
+    /// The host's path to the table resets every connection (open and new), then carries them.
+    TrustedDropped,
 }
+
+/// How late [`Fault::TrustedSlow`]'s table answers: past the enclave's attempt timeout (1 s), so
+/// every attempt gives up, yet short of its operation budget (3 s), so the SDK retries.
+pub const TRUSTED_SLOW: Duration = Duration::from_millis(1500);
 
 impl Fault {
     /// Every fault, in table order.
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 15] = [
         Fault::NatsRestart,
         Fault::EnclaveKill,
         Fault::ParentTerm,
@@ -494,6 +544,11 @@ impl Fault {
         Fault::KmsDeny,
         Fault::KmsDisabled,
         Fault::KmsHang,
+        Fault::TrustedDown,
+        Fault::TrustedSlow,
+        Fault::TrustedThrottled,
+        Fault::TrustedDenied,
+        Fault::TrustedDropped,
     ];
 
     /// The row's name.
@@ -511,11 +566,23 @@ impl Fault {
             Fault::KmsDeny => "KMS denies (PCR0 not in the key policy), policy restored",
             Fault::KmsDisabled => "KMS key disabled, enabled",
             Fault::KmsHang => "KMS hangs 6 s (SIGSTOP), continued",
+            Fault::TrustedDown => {
+                "trusted store (DynamoDB) SIGKILL, restarted on its port with its data"
+            }
+            Fault::TrustedSlow => {
+                "trusted store answers 1.5 s late (attempt timeout 1 s), then on time"
+            }
+            Fault::TrustedThrottled => "trusted store throttles every call, then not",
+            Fault::TrustedDenied => {
+                "trusted store denies the sealed principal (AccessDenied), then accepts it"
+            }
+            Fault::TrustedDropped => "host resets the table's connections, then carries them",
         }
     }
 
     /// By `--fault` name: `nats`, `enclave`, `parent-term`, `parent-kill`, `store-errors`,
-    /// `store-hang`, `store-conflict`, `kms-deny`, `kms-disabled`, `kms-hang`.
+    /// `store-hang`, `store-conflict`, `kms-deny`, `kms-disabled`, `kms-hang`, `trusted-down`,
+    /// `trusted-slow`, `trusted-throttled`, `trusted-denied`, `trusted-dropped`.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "nats" => Fault::NatsRestart,
@@ -528,6 +595,11 @@ impl Fault {
             "kms-deny" => Fault::KmsDeny,
             "kms-disabled" => Fault::KmsDisabled,
             "kms-hang" => Fault::KmsHang,
+            "trusted-down" => Fault::TrustedDown,
+            "trusted-slow" => Fault::TrustedSlow,
+            "trusted-throttled" => Fault::TrustedThrottled,
+            "trusted-denied" => Fault::TrustedDenied,
+            "trusted-dropped" => Fault::TrustedDropped,
             _ => return None,
         })
     }
@@ -539,12 +611,28 @@ impl Fault {
         matches!(self, Fault::NatsRestart | Fault::ParentKill)
     }
 
+    /// Whether the row breaks the trusted store (runs on a system with its own stand-in, and
+    /// probes PINs while it is broken).
+    pub fn trusted(self) -> bool {
+        matches!(
+            self,
+            Fault::TrustedDown
+                | Fault::TrustedSlow
+                | Fault::TrustedThrottled
+                | Fault::TrustedDenied
+                | Fault::TrustedDropped
+        )
+    }
+
     /// Extra load time after the part is back: for a fault that [takes requests](Self::takes_requests),
     /// the load's sequential clients sit on those until [`LIMIT`], and only then send the
-    /// requests that show the recovery.
+    /// requests that show the recovery. A slow or throttling table holds each request sent before
+    /// it was back for up to the enclave's 3 s operation budget.
     fn lingering(self) -> Duration {
         if self.takes_requests() {
             LIMIT
+        } else if matches!(self, Fault::TrustedSlow | Fault::TrustedThrottled) {
+            TRUSTED_LINGER
         } else {
             Duration::ZERO
         }
@@ -585,6 +673,23 @@ impl Fault {
             Fault::KmsDeny => &["KMSAccessDenied", "KMSUnavailable"],
             Fault::KmsDisabled => &["KMSKeyDisabled"],
             Fault::KmsHang => &["KMSUnavailable"],
+            // What the vault answers when the table does not (issue 12): nothing acknowledged,
+            // no PIN attempt evaluated. `deadline_exceeded` when the request's deadline left no
+            // time for the call. `utk_invalid`: a UTK whose request was answered
+            // `trusted_store_unavailable` after its object landed, which the next load adopted
+            // (the app, like this harness, keeps such a UTK as its last choice). `invalid_pin`:
+            // the wrong-PIN probe ([`FailClosed`]) sent while the table was broken and evaluated
+            // once it was back (the row fails if one is answered while it is broken).
+            Fault::TrustedDown
+            | Fault::TrustedSlow
+            | Fault::TrustedThrottled
+            | Fault::TrustedDenied
+            | Fault::TrustedDropped => &[
+                "trusted_store_unavailable",
+                "deadline_exceeded",
+                "utk_invalid",
+                "invalid_pin",
+            ],
         }
     }
 
@@ -601,7 +706,8 @@ impl Fault {
     }
 
     /// The system this row runs on: the vault with a local KMS; for the hang, an enclave that
-    /// waits at most 1 s for storage (the parent's own limit is 5 s), so the enclave answers.
+    /// waits at most 1 s for storage (the parent's own limit is 5 s), so the enclave answers;
+    /// for the trusted-store rows, a trusted store in a stand-in of the row's own.
     pub fn system(self) -> System {
         let enclave_args = match self {
             Fault::StoreHang => vec!["--storage-timeout-secs".into(), "1".into()],
@@ -610,6 +716,8 @@ impl Fault {
         System::start(SystemOptions {
             kms: Some(KmsOptions::default()),
             enclave_args,
+            trusted_store: self.trusted(),
+            own_stand_in: self.trusted(),
             ..SystemOptions::default()
         })
     }
@@ -677,6 +785,107 @@ pub struct Row {
     /// of request never succeeded after the part was back (too rare to have a try after the
     /// recovery window).
     pub note: String,
+    /// For the trusted-store rows: what vault requests sent and answered while the table was
+    /// broken were answered.
+    pub fail_closed: Option<FailClosed>,
+}
+
+/// Requests sent after the trusted store broke and answered before its repair began: while the
+/// table could not be read or written, nothing may be acknowledged and no PIN evaluated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FailClosed {
+    /// `pin.unlock`s (the load's and the PIN probes') answered in the window.
+    pub unlocks: usize,
+    /// Of those, the probe's wrong PINs.
+    pub wrong_pins: usize,
+    /// Unlocks answered `unlocked` (must be 0).
+    pub unlocked: usize,
+    /// Unlocks answered `invalid_pin` (must be 0: the attempt would have been evaluated).
+    pub invalid_pin: usize,
+    /// Other vault requests (enrolment, add, retrieve) answered with success (must be 0).
+    pub acknowledged: usize,
+}
+
+impl FailClosed {
+    /// Counts `all` against the window `(from, to)`.
+    pub fn count<'a>(
+        all: impl IntoIterator<Item = &'a Sent>,
+        (from, to): (Instant, Instant),
+    ) -> Self {
+        let mut f = Self::default();
+        for s in all {
+            if s.sent < from || s.answered > to || s.kind == Kind::Attest {
+                continue;
+            }
+            if s.kind == Kind::Unlock {
+                f.unlocks += 1;
+                f.wrong_pins += usize::from(s.name == WRONG_PIN_PROBE);
+                f.unlocked += usize::from(s.answer.is_ok());
+                f.invalid_pin += usize::from(s.answer.code() == "invalid_pin");
+            } else {
+                f.acknowledged += usize::from(s.answer.is_ok());
+            }
+        }
+        f
+    }
+
+    /// What breaks the promise: anything served, or too few probes to tell.
+    pub fn failures(&self) -> Vec<String> {
+        let mut bad = Vec::new();
+        if self.wrong_pins == 0 || self.unlocks <= self.wrong_pins {
+            bad.push(format!(
+                "too few PIN probes answered while the table was broken: {self:?}"
+            ));
+        }
+        if self.unlocked > 0 {
+            bad.push(format!(
+                "{} unlocked while the table was broken",
+                self.unlocked
+            ));
+        }
+        if self.invalid_pin > 0 {
+            bad.push(format!(
+                "{} PINs evaluated (invalid_pin) while the table was broken",
+                self.invalid_pin
+            ));
+        }
+        if self.acknowledged > 0 {
+            bad.push(format!(
+                "{} requests acknowledged while the table was broken",
+                self.acknowledged
+            ));
+        }
+        bad
+    }
+}
+
+/// [`Sent::name`] of a probe's `pin.unlock` with the enrolled PIN.
+pub const RIGHT_PIN_PROBE: &str = "probe: right PIN";
+/// [`Sent::name`] of a probe's `pin.unlock` with a wrong PIN.
+pub const WRONG_PIN_PROBE: &str = "probe: wrong PIN";
+
+/// While `load`'s part is broken, back-to-back `pin.unlock`s of `user` (not one of the load's
+/// users) with `pin` (named `name`); done when the load stops. Two run side by side, one with
+/// the enrolled PIN and one with a wrong PIN on another user, so each has an answer within an
+/// outage even where every call takes the enclave's whole 3 s budget.
+async fn pin_probes(
+    mut user: VaultUser,
+    name: &'static str,
+    pin: &'static str,
+    load: Arc<Load>,
+) -> Vec<Sent> {
+    let mut out = Vec::new();
+    while !load.stop.load(Ordering::SeqCst) {
+        if !load.broken() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        out.push(
+            load.timed(Kind::Unlock, name.into(), user.unlock_with(pin))
+                .await,
+        );
+    }
+    out
 }
 
 /// How long after the part is back the service must be whole again.
@@ -700,6 +909,12 @@ impl Row {
                 "{} refused but stored",
                 self.durability.refused_but_stored
             ));
+        }
+        if fault.trusted() {
+            match &self.fail_closed {
+                Some(f) => bad.extend(f.failures()),
+                None => bad.push("the table's outage window was not recorded".into()),
+            }
         }
         let unexpected = fault.unexpected_codes(self);
         if !unexpected.is_empty() {
@@ -738,6 +953,18 @@ pub async fn run(fault: Fault, plan: Plan) -> Row {
     let users = users(&requester, "ft-user", plan.users).await;
     let owners: Vec<String> = users.iter().map(|u| u.owner.clone()).collect();
     let shared = Arc::new(Load::default());
+    // The trusted-store rows' PIN probes: two users of their own (PINs 4000 and 4001), idle
+    // until the table breaks.
+    let probes = if fault.trusted() {
+        let mut probe = self::users(&requester, "ft-probe", 2).await.into_iter();
+        let (right, wrong) = (probe.next().unwrap(), probe.next().unwrap());
+        Some((
+            tokio::spawn(pin_probes(right, RIGHT_PIN_PROBE, "4000", shared.clone())),
+            tokio::spawn(pin_probes(wrong, WRONG_PIN_PROBE, "9999", shared.clone())),
+        ))
+    } else {
+        None
+    };
     let attest = tokio::spawn(attest_stream(
         requester.clone(),
         plan.attest_every,
@@ -762,13 +989,30 @@ pub async fn run(fault: Fault, plan: Plan) -> Row {
     let attests = attest.await.expect("attestation stream");
     let enrolled = enrol.await.expect("enrolment stream");
     let enrols: Vec<Sent> = enrolled.iter().map(|(_, s)| s.clone()).collect();
+    let probed = match probes {
+        Some((right, wrong)) => {
+            let mut p = right.await.expect("PIN probes");
+            p.extend(wrong.await.expect("PIN probes"));
+            p
+        }
+        None => Vec::new(),
+    };
 
     let all: Vec<&Sent> = sent
         .iter()
         .flatten()
         .chain(&attests)
         .chain(&enrols)
+        .chain(&probed)
         .collect();
+    let fail_closed = fault
+        .trusted()
+        .then(|| {
+            shared
+                .window()
+                .map(|w| FailClosed::count(all.iter().copied(), w))
+        })
+        .flatten();
     let mut requests = BTreeMap::new();
     for s in &all {
         *requests.entry(s.kind).or_insert(0) += 1;
@@ -808,9 +1052,33 @@ pub async fn run(fault: Fault, plan: Plan) -> Row {
             count("cached vault was stale")
         )
     } else {
-        never.join("; ")
+        let mut parts = Vec::new();
+        if fault.trusted() {
+            let log = sys
+                .enclave
+                .as_ref()
+                .map(crate::Child::log)
+                .unwrap_or_default();
+            parts.push(format!("enclave log: {}", trusted_log_codes(&log)));
+        }
+        if let Some(f) = &fail_closed {
+            parts.push(format!(
+                "while broken: {} unlocks answered ({} wrong PINs), {} unlocked, {} invalid_pin, {} other requests acknowledged",
+                f.unlocks, f.wrong_pins, f.unlocked, f.invalid_pin, f.acknowledged
+            ));
+        }
+        parts.extend(never);
+        parts.join("; ")
     };
     let durability = verify_durable(&mut sys, &mut users, &sent, &enrolled).await;
+    // VETTID_FAULTS_LOGS=DIR keeps each row's logs (the system's directory goes with it).
+    if let Some(keep) = std::env::var_os("VETTID_FAULTS_LOGS") {
+        let to = PathBuf::from(keep).join(fault_slug(fault));
+        let _ = std::fs::create_dir_all(&to);
+        for log in ["enclave.log", "parent.log", "dynamodb.log"] {
+            let _ = std::fs::copy(sys.dir.path().join(log), to.join(log));
+        }
+    }
     // Late answers to the run's requests would have arrived by now.
     Row {
         fault: fault.name(),
@@ -821,7 +1089,45 @@ pub async fn run(fault: Fault, plan: Plan) -> Row {
         recovery: recovered,
         slowest,
         note,
+        fail_closed,
     }
+}
+
+/// The enclave's failed trusted-store calls by code (its `trusted store call failed` events from
+/// the DynamoDB client, each naming its `operation`), as `N TrustedStoreX` items: what an
+/// operator's journal shows for the fault (docs/OPERATIONS.md).
+pub fn trusted_log_codes(log: &str) -> String {
+    const CODES: [&str; 8] = [
+        "TrustedStoreUnavailable",
+        "TrustedStoreUncertain",
+        "TrustedStoreThrottled",
+        "TrustedStoreDenied",
+        "TrustedStoreCredentials",
+        "TrustedStoreNoTime",
+        "TrustedStoreConflict",
+        "TrustedStoreMalformed",
+    ];
+    let calls: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("trusted store call failed") && l.contains("operation"))
+        .collect();
+    let found: Vec<String> = CODES
+        .iter()
+        .filter_map(|c| {
+            let n = calls.iter().filter(|l| l.contains(c)).count();
+            (n > 0).then(|| format!("{n} {c}"))
+        })
+        .collect();
+    if found.is_empty() {
+        "no failed calls".into()
+    } else {
+        found.join(", ")
+    }
+}
+
+/// A file name for `fault`'s row.
+fn fault_slug(fault: Fault) -> String {
+    format!("{fault:?}").to_lowercase()
 }
 
 /// How long after `back` the service was whole again: until the answer to the last failed request
@@ -993,8 +1299,56 @@ async fn inject(
             tokio::time::sleep(outage.max(KMS_HANG)).await;
             kms.child.signal("CONT");
         }
+        Fault::TrustedDown
+        | Fault::TrustedSlow
+        | Fault::TrustedThrottled
+        | Fault::TrustedDenied
+        | Fault::TrustedDropped => {
+            block(|| trusted_broken(sys, fault, true));
+            load.broken_at(Instant::now());
+            let outage = outage.max(TRUSTED_OUTAGE);
+            tokio::time::sleep(outage).await;
+            load.repairing_at(Instant::now());
+            block(|| trusted_broken(sys, fault, false));
+        }
     }
     String::new()
+}
+
+/// Extra load after a slow or throttling table is back ([`Fault::lingering`]): the enclave's
+/// operation budget for one trusted-store call.
+pub const TRUSTED_LINGER: Duration = Duration::from_secs(3);
+
+/// A trusted-store outage lasts at least this long: a call may take the enclave's whole 3 s
+/// budget (a slow table, or the SDK's backoff between attempts on a refused connection), so a
+/// shorter outage may see no probe both sent and answered in it, and the fail-closed check
+/// ([`FailClosed`]) would have nothing to count.
+pub const TRUSTED_OUTAGE: Duration = Duration::from_secs(5);
+
+/// Breaks (`true`) or repairs (`false`) the trusted store for `fault` (one of
+/// [`Fault::trusted`]), on the row's own stand-in.
+///
+/// # Panics
+/// If the system has no stand-in of its own, or the fault is not a trusted-store one.
+pub fn trusted_broken(sys: &mut System, fault: Fault, broken: bool) {
+    let s = sys
+        .stand_in
+        .as_mut()
+        .expect("the row's system has its own stand-in");
+    match (fault, broken) {
+        (Fault::TrustedDown, true) => s.dynamo.kill(),
+        (Fault::TrustedDown, false) => s.dynamo.restart(),
+        (Fault::TrustedSlow, true) => s
+            .dynamo
+            .set_fault(Some(&format!("delay {}", TRUSTED_SLOW.as_millis()))),
+        (Fault::TrustedThrottled, true) => s.dynamo.set_fault(Some("throttle")),
+        (Fault::TrustedDenied, true) => s.dynamo.set_fault(Some("deny")),
+        (Fault::TrustedSlow | Fault::TrustedThrottled | Fault::TrustedDenied, false) => {
+            s.dynamo.set_fault(None);
+        }
+        (Fault::TrustedDropped, cut) => s.cut.set(cut),
+        (other, _) => panic!("{other:?} is not a trusted-store fault"),
+    }
 }
 
 /// The KMS hang lasts at least this long: past the harness parent's 5 s deadline, so the

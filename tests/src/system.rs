@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::dynamo::{Cut, Dynamo};
 use crate::kms::{KmsEndpoint, KmsOptions, LocalKms};
 use crate::proc::{assert_dev_enclave, bin_path, free_port, Child, NatsServer};
 
@@ -52,6 +53,20 @@ pub struct SystemOptions {
     /// the parent's tunnel allow-list and the `--trusted-store-*` flags. A second host (sharing
     /// the first's bucket through `storage_root`) uses the first host's table. Needs `kms`.
     pub trusted_store: bool,
+    /// With `trusted_store`, the table lives in a stand-in of this system's own rather than the
+    /// process's shared one: its tables on disk in the system's directory (so a killed stand-in
+    /// restarts with them, [`Dynamo::restart`]), its fault switch free to flip
+    /// ([`Dynamo::set_fault`]), and the parent reaching it through a [`Cut`] the test can sever.
+    /// The fault table's trusted-store rows run on this.
+    pub own_stand_in: bool,
+}
+
+/// A system's own DynamoDB stand-in ([`SystemOptions::own_stand_in`]) and the path to it.
+pub struct StandIn {
+    /// The stand-in.
+    pub dynamo: Dynamo,
+    /// The path the parent's tunnel takes to it.
+    pub cut: Cut,
 }
 
 /// The trusted store a system (and the hosts sharing it) uses.
@@ -97,6 +112,8 @@ pub struct System {
     kms_endpoint: Option<KmsEndpoint>,
     /// The trusted store this system's enclave writes (`SystemOptions::trusted_store`).
     pub trusted: Option<TrustedStoreInfo>,
+    /// This system's own stand-in, if [`SystemOptions::own_stand_in`].
+    pub stand_in: Option<StandIn>,
     pub(crate) opts: SystemOptions,
 }
 
@@ -164,6 +181,7 @@ impl System {
                 (Some(kms), Some(endpoint))
             }
         };
+        let mut stand_in = None;
         let trusted = match (opts.trusted_store, first.and_then(|f| f.trusted.clone())) {
             (false, _) => None,
             (true, Some(shared)) => Some(shared),
@@ -175,7 +193,16 @@ impl System {
                     .storage_root
                     .clone()
                     .unwrap_or_else(|| dir.path().join("objects"));
-                Some(provision_trusted_store(kms, &root))
+                if opts.own_stand_in {
+                    let dynamo = Dynamo::start(dir.path(), Some(&dir.path().join("dynamodb-data")));
+                    let cut = Cut::start(dynamo.port);
+                    let info = provision_trusted_store(kms, &root, &dynamo, cut.port);
+                    stand_in = Some(StandIn { dynamo, cut });
+                    Some(info)
+                } else {
+                    let d = Dynamo::shared();
+                    Some(provision_trusted_store(kms, &root, d, d.port))
+                }
             }
         };
         let mut s = Self {
@@ -187,6 +214,7 @@ impl System {
             kms,
             kms_endpoint,
             trusted,
+            stand_in,
             opts,
         };
         s.start_enclave();
@@ -410,12 +438,16 @@ pub fn is_pub_ack(v: &Value) -> bool {
 /// Tables made by this process, for unique names.
 static TABLES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// A fresh table in this process's stand-in, and the dedicated principal's credentials sealed
-/// under `kms`'s key (as the operator does with `Encrypt`) at the object the enclave reads in the
-/// fs store under `root`.
-fn provision_trusted_store(kms: &LocalKms, root: &std::path::Path) -> TrustedStoreInfo {
-    use crate::dynamo::{self, Dynamo};
-    let d = Dynamo::shared();
+/// A fresh table in stand-in `d`, and the dedicated principal's credentials sealed under `kms`'s
+/// key (as the operator does with `Encrypt`) at the object the enclave reads in the fs store under
+/// `root`. The parent reaches the table on `port` (`d.port`, or a [`Cut`] in front of it).
+fn provision_trusted_store(
+    kms: &LocalKms,
+    root: &std::path::Path,
+    d: &Dynamo,
+    port: u16,
+) -> TrustedStoreInfo {
+    use crate::dynamo;
     let name = format!(
         "trusted-{}-{}",
         std::process::id(),
@@ -430,8 +462,8 @@ fn provision_trusted_store(kms: &LocalKms, root: &std::path::Path) -> TrustedSto
     write_sealed_credentials(root, &blob);
     TrustedStoreInfo {
         table_arn,
-        endpoint: d.endpoint_url(),
-        authority: d.authority(),
+        endpoint: format!("https://{}:{port}", dynamo::HOST),
+        authority: format!("{}:{port}", dynamo::HOST),
         ca_pem: d.ca_pem.clone(),
     }
 }

@@ -5,7 +5,10 @@
 //! within 2 s of the part coming back, and no request left unanswered by a part that was alive.
 //!
 //! The storage-outage, store-hang and enclave-kill rows have their own tests with finer checks
-//! in `vault_faults.rs`; `target/release/vettid-faults` runs all ten (BENCHMARKS.md).
+//! in `vault_faults.rs`; `target/release/vettid-faults` runs all fifteen (BENCHMARKS.md). The
+//! five trusted-store rows (issue 12) each run on a system with a DynamoDB stand-in of its own and
+//! also assert that nothing was served while the table was broken: no `unlocked`, no
+//! `invalid_pin` (a PIN evaluated), no other success among the requests answered in the outage.
 
 use vettid_tests::faults::{markdown, run, Fault, Plan, Row};
 
@@ -72,4 +75,39 @@ async fn kms_key_disabled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_hangs() {
     row(Fault::KmsHang).await;
+}
+
+/// A trusted-store row: the table really failed under load, and the row's fail-closed count
+/// ([`Row::failures`] checks it is all zeros) had probes to count.
+async fn trusted_row(fault: Fault) -> Row {
+    let r = row(fault).await;
+    saw(&r, &["trusted_store_unavailable", "deadline_exceeded"]);
+    let f = r.fail_closed.expect("outage window recorded");
+    assert!(f.wrong_pins > 0 && f.unlocks > f.wrong_pins, "{f:?}");
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_store_down() {
+    trusted_row(Fault::TrustedDown).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_store_slow() {
+    trusted_row(Fault::TrustedSlow).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_store_throttled() {
+    trusted_row(Fault::TrustedThrottled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_store_denied() {
+    trusted_row(Fault::TrustedDenied).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_store_traffic_dropped() {
+    trusted_row(Fault::TrustedDropped).await;
 }

@@ -1,5 +1,6 @@
 //! `vettid-faults`: the fault table. Every row starts a fresh system (nats-server, parent,
-//! enclave, local KMS, fs object store), runs the vault load, breaks one part, repairs it, and
+//! enclave, local KMS, fs object store; for the trusted-store rows a DynamoDB stand-in of its
+//! own), runs the vault load, breaks one part, repairs it, and
 //! reads every vault back. Exits 1 if any row lost an acknowledged mutation, stored a refused one,
 //! answered a request twice or did not recover.
 //!
@@ -21,7 +22,8 @@ use vettid_tests::faults::{markdown, run, Fault, Mix, Plan};
 #[command(name = "vettid-faults")]
 struct Args {
     /// Rows to run, comma-separated: nats, enclave, parent-term, parent-kill, store-errors,
-    /// store-hang, store-conflict, kms-deny, kms-disabled, kms-hang. Default: all.
+    /// store-hang, store-conflict, kms-deny, kms-disabled, kms-hang, trusted-down, trusted-slow,
+    /// trusted-throttled, trusted-denied, trusted-dropped. Default: all.
     #[arg(long, value_delimiter = ',', value_parser = fault)]
     only: Vec<Fault>,
     /// How long the part stays broken, in ms.
