@@ -159,7 +159,9 @@ pub enum ClientError {
     #[error("stored vault is stale (rollback refused)")]
     StaleVault,
     /// The trusted store (the vault's rollback anchor) could not be read or written in time:
-    /// nothing the request did was acknowledged, and a PIN attempt was not evaluated. Retry.
+    /// nothing the request did was acknowledged and a PIN attempt was not evaluated, but a
+    /// change may still take effect (its object was written; the next load may adopt it), so it
+    /// is in doubt like `storage_timeout`: a UTK it used may be spent. Retry.
     #[error("the trusted store is unavailable; nothing was acknowledged, retry")]
     TrustedStoreUnavailable,
     /// The stored vault failed authentication or parsing.

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::reply::ClientError;
 use crate::sealing::{SealContext, Sealer};
+use crate::trusted::TrustedError;
 
 /// Where a new vault's first object goes ([`Vaults::enrolment`]).
 pub(crate) struct Enrolment {
@@ -90,10 +91,19 @@ impl Vaults {
         let Some(trusted) = &self.trusted else {
             return Ok(None);
         };
-        let rev = trusted
-            .swap(&anchor::key(vault), from.map(|a| a.rev), &to.encode())
+        // A mark write commits work already begun (the object is written, or an adoption or a
+        // reset is decided), so, like a storage write, it is not cut by the request's deadline,
+        // only by the store's own limits: a `deadline_exceeded` answer always means "nothing
+        // changed", and a mark that may have moved is `trusted_store_unavailable` (in doubt).
+        let key = anchor::key(vault);
+        let body = to.encode();
+        let swap = trusted.swap(&key, from.map(|a| a.rev), &body);
+        let rev = crate::deadline::scope(None, swap)
             .await
-            .map_err(|e| trusted_error(vault, e))?;
+            .map_err(|e| match e {
+                TrustedError::NoTime => ClientError::TrustedStoreUnavailable,
+                e => trusted_error(vault, e),
+            })?;
         Ok(Some(Anchored { rev, mark: to }))
     }
 
