@@ -109,10 +109,11 @@ impl VaultUser {
         }
     }
 
-    /// This user's keys (PIN, vault ECIES key, UTKs) on another client: the same app talking
-    /// through another host.
+    /// This user's keys (PIN, password hash, vault ECIES key, UTKs) on another client: the same
+    /// app talking through another host.
     pub fn with_keys_of(mut self, other: &VaultUser) -> Self {
         self.pin = other.pin.clone();
+        self.password_hash = other.password_hash.clone();
         self.ecies = other.ecies;
         self.utks = other.utks.clone();
         self
