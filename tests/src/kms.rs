@@ -239,8 +239,15 @@ impl KmsEndpoint {
             .map(|a| format!("\"{a}\""))
             .collect::<Vec<_>>()
             .join(", ");
+        // The table's connections share the tunnel with KMS: the cap docs/OPERATIONS.md asks
+        // for with a trusted store (the default 64 is reached in the burst after throttling).
+        let cap = if extra.is_empty() {
+            String::new()
+        } else {
+            "max_tunnels = 128\n".to_owned()
+        };
         format!(
-            "[kms]\ntunnel_listen = \"{tunnel}\"\nallow = [{allow}]\nconnect_timeout_ms = 2000\n{resolve}"
+            "[kms]\ntunnel_listen = \"{tunnel}\"\nallow = [{allow}]\nconnect_timeout_ms = 2000\n{cap}{resolve}"
         )
     }
 }
