@@ -196,22 +196,10 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// `dev-{hostname}`, the same default the parent uses when no `enclave_id` is configured, so a
-/// dev system on one machine agrees on the id without configuration.
+/// `dev-{hostname}`, the same default the parent uses when no `enclave_id` is configured (one
+/// rule, owned by [`vettid_link::host::dev_enclave_id`]).
 pub fn default_enclave_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let clean: String = host
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!("dev-{}", if clean.is_empty() { "host" } else { &clean })
+    vettid_link::host::dev_enclave_id()
 }
 
 #[cfg(test)]
