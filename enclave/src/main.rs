@@ -52,7 +52,7 @@ struct Args {
     enclave_id: Option<String>,
     /// Vault settings (PIN policy, cache, Argon2 concurrency).
     #[command(flatten)]
-    vault: vettid_enclave::vault::args::VaultArgs,
+    vault: vettid_enclave::vault::flags::VaultFlags,
     /// KMS (sealing vault material): all of --kms-endpoint, --kms-region, --kms-key-id and
     /// --kms-tunnel, or none (then vault operations answer KMSNotConfigured).
     #[command(flatten)]

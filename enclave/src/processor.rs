@@ -158,7 +158,8 @@ impl Processor {
         let state = self.state.clone();
         let (owner, op) = (owner.clone(), op.to_owned());
         tokio::spawn(crate::deadline::scope(deadline, async move {
-            let result = crate::vault::dispatch(&state, &owner, &op, &request).await;
+            let result =
+                crate::vault::dispatch(state.vault_services(), &owner, &op, &request).await;
             drop(permit);
             result
         }))

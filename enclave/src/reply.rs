@@ -80,6 +80,9 @@ pub enum ClientError {
     /// A required payload field is missing or has the wrong type or encoding.
     #[error("missing or invalid field: {0}")]
     BadField(&'static str),
+    /// A v2 request (or the plaintext it seals) has a field its operation does not take.
+    #[error("unknown field for this operation")]
+    UnknownField,
     /// `pin` with a `type` that is not `pin.setup`, `pin.unlock` or `pin.change`.
     #[error("unknown pin operation")]
     UnknownPinOp,
@@ -208,6 +211,7 @@ impl ClientError {
             ClientError::ControlRejected(_) => "control_rejected",
             ClientError::Draining => "draining",
             ClientError::BadField(_) => "bad_field",
+            ClientError::UnknownField => "unknown_field",
             ClientError::UnknownPinOp => "unknown_pin_op",
             ClientError::AttestationKeyRequired => "attestation_key_required",
             ClientError::DecryptionFailed => "decryption_failed",

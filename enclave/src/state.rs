@@ -118,6 +118,16 @@ impl EnclaveState {
         self
     }
 
+    /// The handle vault operations and vault commands get.
+    pub fn vault_services(&self) -> crate::vault::Services<'_> {
+        crate::vault::Services {
+            vaults: &self.vaults,
+            sealer: self.sealer.as_deref(),
+            keys: &self.keys,
+            fleet: self.fleet.as_ref(),
+        }
+    }
+
     /// Replaces the PCR manifest handed to apps.
     pub fn set_pcr_manifest(&self, manifest: serde_json::Value) {
         *self.pcr_manifest.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(manifest));

@@ -182,7 +182,12 @@ pub async fn handle(
     );
     // Without a sealer no vault can exist here: only the attestation keys are the user's.
     if state.sealer.is_some() {
-        commands::execute(state, &crate::vault::VaultAdminImpl::new(state), &cmd).await
+        commands::execute(
+            state,
+            &crate::vault::VaultAdminImpl::new(state.vault_services()),
+            &cmd,
+        )
+        .await
     } else {
         commands::execute(state, &InEnclaveAdmin::new(&state.keys), &cmd).await
     }

@@ -23,14 +23,16 @@
 //! because nothing is ever acknowledged before it is stored.
 
 mod anchor;
-pub mod args;
 mod cache;
 mod config;
+pub mod fields;
+pub mod flags;
 mod kdf;
 mod ops;
 pub mod payload;
 mod persist;
 pub mod record;
+pub mod request;
 pub mod store;
 
 use std::collections::HashMap;
@@ -48,6 +50,21 @@ use store::{StoreError, VaultStore};
 pub(crate) use cache::{Loaded, NewVault, Slot, Unlocked};
 pub use config::{PinPolicy, VaultConfig};
 pub use ops::{dispatch, VaultAdminImpl};
+pub use request::VaultOp;
+
+/// What vault operations use of the enclave: a narrow handle, so the vault sees the attestation
+/// keys and the sealer it needs and nothing else of the enclave's state.
+#[derive(Clone, Copy)]
+pub struct Services<'a> {
+    /// Every vault.
+    pub vaults: &'a Vaults,
+    /// Seals and unseals vault material (KMS); `None` until configured.
+    pub sealer: Option<&'a dyn crate::sealing::Sealer>,
+    /// Attestation keys minted on this host.
+    pub keys: &'a crate::keys::KeyStore,
+    /// The fleet's shared attestation keys and unlocked sessions (with a trusted store).
+    pub fleet: Option<&'a crate::fleet::FleetKeys>,
+}
 
 /// Every vault this enclave holds, and what they share.
 pub struct Vaults {

@@ -5,13 +5,13 @@ use crate::control::AdminError;
 
 /// Signed control commands on one user's vault ([`crate::control::VaultAdmin`]).
 pub struct VaultAdminImpl<'a> {
-    state: &'a EnclaveState,
+    services: Services<'a>,
 }
 
 impl<'a> VaultAdminImpl<'a> {
     /// Over the enclave's vaults.
-    pub fn new(state: &'a EnclaveState) -> Self {
-        Self { state }
+    pub fn new(services: Services<'a>) -> Self {
+        Self { services }
     }
 }
 
@@ -25,15 +25,15 @@ fn admin_error(e: ClientError) -> AdminError {
 
 impl crate::control::VaultAdmin for VaultAdminImpl<'_> {
     async fn reset(&self, user: &OwnerSpace, issued_at_ms: u64) -> Result<usize, AdminError> {
-        let mut slot = self.state.vaults.slot(user.as_str()).await;
+        let mut slot = self.services.vaults.slot(user.as_str()).await;
         let existed = self
-            .state
+            .services
             .vaults
             .delete(user.as_str(), &mut slot, issued_at_ms)
             .await
             .map_err(admin_error)?;
-        let keys = self.state.keys.remove_owner(user.as_str());
-        if let Some(fleet) = &self.state.fleet {
+        let keys = self.services.keys.remove_owner(user.as_str());
+        if let Some(fleet) = self.services.fleet {
             // Attestation keys minted before the reset must not enrol the new vault.
             if let Err(e) = fleet.remove_owner(user.as_str()).await {
                 tracing::warn!(vault = %user, code = e.code(), "reset: fleet keys not removed");
@@ -48,12 +48,8 @@ impl crate::control::VaultAdmin for VaultAdminImpl<'_> {
         user: &OwnerSpace,
         issued_at_ms: u64,
     ) -> Result<usize, AdminError> {
-        let sealer = self
-            .state
-            .sealer
-            .as_deref()
-            .ok_or(AdminError::Unavailable)?;
-        let vaults = &self.state.vaults;
+        let sealer = self.services.sealer.ok_or(AdminError::Unavailable)?;
+        let vaults = self.services.vaults;
         let mut slot = vaults.slot(user.as_str()).await;
         match vaults.load(sealer, user.as_str(), &mut slot).await {
             Err(ClientError::NotEnrolled) => return Ok(0),

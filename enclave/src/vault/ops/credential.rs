@@ -1,8 +1,10 @@
 //! The Protean credential operations (reference §4.4).
 
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 use super::*;
+use crate::vault::fields::Base64;
+use crate::vault::request::{CreatePlain, PasswordChangePlain, PasswordPlain};
 
 /// Constant-time equality of two hashes.
 fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
@@ -10,26 +12,28 @@ fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 impl Ctx<'_> {
-    pub(super) async fn credential_create(&self, body: &Map<String, Value>) -> Reply {
+    pub(super) async fn credential_create(&self, request: &UtkRequest) -> Reply {
         let (mut slot, mut meta, mut state, dek) = self.unlocked().await?;
         if state.credential.is_some() {
             return Err(ClientError::CredentialExists);
         }
-        let plain = self.open_utk(&mut meta, body)?;
+        let CreatePlain {
+            password_hash,
+            create_proof,
+        } = self.open_utk(&mut meta, request)?;
         // Who may create the credential: UTK public keys travel in v1 replies, so a UTK alone
         // proves nothing. A v2 request carries the proof that only the sealed reply of this
         // vault's `pin.setup` (or of a `pin.unlock` while no credential exists) revealed.
-        if is_v2(body) {
-            let proof = payload::base64(&plain, "create_proof")
-                .map_err(|_| ClientError::CreateProofRequired)?;
+        if request.is_v2() {
+            let Base64(proof) = create_proof.ok_or(ClientError::CreateProofRequired)?;
             let expected = meta.create_proof.ok_or(ClientError::CreateProofRequired)?;
             if !same_hash(&proof_hash(&proof), &expected) {
                 return Err(ClientError::CreateProofRequired);
             }
             meta.create_proof = None;
         }
-        let hash = PhcHash::parse(payload::string(&plain, "password_hash")?)
-            .map_err(|_| ClientError::InvalidPasswordHash)?;
+        let hash =
+            PhcHash::parse(password_hash.as_str()).map_err(|_| ClientError::InvalidPasswordHash)?;
         let mut seed = [0u8; 32];
         aws_lc_rs::rand::fill(&mut seed).map_err(|_| ClientError::Internal)?;
         let identity = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
@@ -62,16 +66,18 @@ impl Ctx<'_> {
         })))
     }
 
-    pub(super) async fn password_change(&self, body: &Map<String, Value>) -> Reply {
+    pub(super) async fn password_change(&self, request: &UtkRequest) -> Reply {
         let (mut slot, mut meta, mut state, dek) = self.unlocked().await?;
-        let plain = self.open_utk(&mut meta, body)?;
-        let old = payload::string(&plain, "old_password_hash")?;
-        let new = PhcHash::parse(payload::string(&plain, "new_password_hash")?)
+        let PasswordChangePlain {
+            old_password_hash,
+            new_password_hash,
+        } = self.open_utk(&mut meta, request)?;
+        let new = PhcHash::parse(new_password_hash.as_str())
             .map_err(|_| ClientError::InvalidPasswordHash)?;
         let credential = state.credential.as_mut().ok_or(ClientError::NoCredential)?;
         let stored =
             PhcHash::parse(&credential.password_hash).map_err(|_| ClientError::CorruptVault)?;
-        if !stored.matches(old) {
+        if !stored.matches(old_password_hash.as_str()) {
             return Err(ClientError::PasswordMismatch);
         }
         credential.password_hash = new.as_str().to_owned();
@@ -87,9 +93,9 @@ impl Ctx<'_> {
         })))
     }
 
-    pub(super) async fn credential_get(&self, body: &Map<String, Value>) -> Reply {
+    pub(super) async fn credential_get(&self, request: &ReadRequest) -> Reply {
         let (_slot, meta, state, _dek) = self.unlocked().await?;
-        self.open_read(&meta, body)?;
+        self.open_read(&meta, request)?;
         let credential = state.credential.as_ref().ok_or(ClientError::NoCredential)?;
         Ok(object(json!({
             "status": "ok",
@@ -98,9 +104,9 @@ impl Ctx<'_> {
         })))
     }
 
-    pub(super) async fn credential_version(&self, body: &Map<String, Value>) -> Reply {
+    pub(super) async fn credential_version(&self, request: &ReadRequest) -> Reply {
         let (_slot, meta, state, _dek) = self.unlocked().await?;
-        self.open_read(&meta, body)?;
+        self.open_read(&meta, request)?;
         let credential = state.credential.as_ref().ok_or(ClientError::NoCredential)?;
         Ok(object(json!({
             "status": "ok",
@@ -109,13 +115,13 @@ impl Ctx<'_> {
         })))
     }
 
-    pub(super) async fn credential_delete(&self, body: &Map<String, Value>) -> Reply {
+    pub(super) async fn credential_delete(&self, request: &UtkRequest) -> Reply {
         let (mut slot, mut meta, mut state, dek) = self.unlocked().await?;
-        let plain = self.open_utk(&mut meta, body)?;
+        let PasswordPlain { password_hash } = self.open_utk(&mut meta, request)?;
         let credential = state.credential.as_ref().ok_or(ClientError::NoCredential)?;
         let stored =
             PhcHash::parse(&credential.password_hash).map_err(|_| ClientError::CorruptVault)?;
-        if !stored.matches(payload::string(&plain, "password_hash")?) {
+        if !stored.matches(password_hash.as_str()) {
             return Err(ClientError::PasswordMismatch);
         }
         state.credential = None;
@@ -127,7 +133,7 @@ impl Ctx<'_> {
         self.save(&mut slot, meta, state, dek).await?;
         tracing::info!(vault = self.owner, "credential deleted");
         let mut reply = object(json!({"status": "deleted", "new_utks": new_utks}));
-        if is_v2(body) {
+        if request.is_v2() {
             reply.insert("create_proof".into(), b64(&proof).into());
         }
         Ok(reply)

@@ -16,12 +16,13 @@ use vettid_vault_crypto::{domain, legacy_ecies, Dek, Domain, PhcHash, Pin, PinVe
 
 use super::payload::{self, b64};
 use super::record::{Credential, KeyPair, Meta, Secret, State, Utk};
-use super::{now_ms, Slot, Vaults};
-use crate::keys::TakeError;
+use super::request::{self, Plaintext, ReadPlain, ReadRequest, UtkRequest, VaultOp};
+use super::{now_ms, Services, Slot, Vaults};
+use crate::fleet::FleetKeys;
+use crate::keys::{KeyStore, TakeError};
 use crate::reply::{Body, ClientError};
 use crate::router::OwnerSpace;
 use crate::sealing::{SealContext, SealError, Sealer};
-use crate::state::EnclaveState;
 use vettid_vault_crypto::v2;
 
 /// UTKs minted at enrolment.
@@ -30,69 +31,41 @@ const UTKS_AT_SETUP: usize = 5;
 const UTKS_AFTER_CHANGE: usize = 5;
 /// UTKs added after an unlock or any other UTK-consuming operation.
 const UTKS_AFTER_USE: usize = 3;
-/// Longest secret name / category.
-const MAX_SECRET_NAME: usize = 256;
-/// Largest secret value.
-const MAX_SECRET_VALUE: usize = 64 * 1024;
 
-/// Every vault operation this build implements (the `forVault.{op}` token).
-pub const OPS: &[&str] = &[
-    "pin",
-    "pin-setup",
-    "pin-unlock",
-    "pin-change",
-    "credential.create",
-    "credential.password-change",
-    "credential.get",
-    "credential.version",
-    "credential.delete",
-    "secrets.add",
-    "secrets.update",
-    "secrets.retrieve",
-    "secrets.delete",
-    "secrets.list",
-    "secrets.identity",
-    "vault.save",
-];
-
-/// Runs vault operation `op` for `owner`.
+/// Runs the vault operation named by subject token `op` for `owner`.
 ///
 /// # Errors
 /// The operation's [`ClientError`]; nothing was changed when one is returned.
 pub async fn dispatch(
-    state: &EnclaveState,
+    services: Services<'_>,
     owner: &OwnerSpace,
     op: &str,
     request: &Map<String, Value>,
 ) -> Result<Body, ClientError> {
     // An operation this build does not have is `not_supported` whatever else is wrong (G30).
-    if !OPS.contains(&op) {
+    if !VaultOp::serves(op) {
         return Err(ClientError::NotSupported);
     }
-    let sealer = state
+    let sealer = services
         .sealer
-        .as_deref()
         .ok_or(ClientError::Kms(SealError::NotConfigured))?;
-    let canonical = canonical_op(op, request).ok_or(ClientError::UnknownPinOp)?;
+    let op = VaultOp::parse(op, request, services.vaults.config().accept_v1)?;
     let ctx = Ctx {
-        state,
-        vaults: &state.vaults,
+        vaults: services.vaults,
         sealer,
+        keys: services.keys,
+        fleet: services.fleet,
         owner: owner.as_str(),
-        op: canonical,
+        op: op.name(),
         reply_key: std::sync::Mutex::new(None),
     };
-    super::anchor::with_app_floor(finish(ctx, state, owner, request)).await
+    super::anchor::with_app_floor(finish(ctx, owner, &op)).await
 }
 
 /// [`dispatch`] from its context on.
-async fn finish(
-    ctx: Ctx<'_>,
-    state: &EnclaveState,
-    owner: &OwnerSpace,
-    request: &Map<String, Value>,
-) -> Result<Body, ClientError> {
-    let mut result = ctx.run(request).await;
+async fn finish(ctx: Ctx<'_>, owner: &OwnerSpace, op: &VaultOp) -> Result<Body, ClientError> {
+    let vaults = ctx.vaults;
+    let mut result = ctx.run(op).await;
     // An unknown UTK may be one another host minted after this enclave cached the vault (two
     // hosts behind one queue group): if the stored object moved on, reload and try once more.
     // Nothing was changed by the first try (a UTK that does not open stops an operation before
@@ -100,18 +73,18 @@ async fn finish(
     // If the store cannot say, its error is the answer: `utk_invalid` would make the app drop a
     // UTK that may be good.
     if matches!(result, Err(ClientError::UtkInvalid))
-        && state.vaults.refresh_if_stale(owner.as_str()).await?
+        && vaults.refresh_if_stale(owner.as_str()).await?
     {
         ctx.take_reply_key();
-        result = ctx.run(request).await;
+        result = ctx.run(op).await;
     }
-    state.vaults.evict_over_budget(owner.as_str());
+    vaults.evict_over_budget(owner.as_str());
     match ctx.take_reply_key() {
         // A v2 request whose envelope opened: the answer, whatever it is, only for the app.
         Some(key) => {
             // The version this answer comes from, for the app's witness (`seen_version`); an
             // answer from below the app's witness is not given.
-            let version = state.vaults.cached_version(owner.as_str()).await;
+            let version = vaults.cached_version(owner.as_str()).await;
             let floor = super::anchor::app_floor();
             if result.is_ok() && version.is_some_and(|v| v < floor) {
                 tracing::warn!(
@@ -143,32 +116,13 @@ async fn finish(
     }
 }
 
-/// The operation's canonical name (what a v2 envelope is bound to): the subject token, with the
-/// v1 `pin` family resolved by its `type`.
-fn canonical_op(op: &str, request: &Map<String, Value>) -> Option<&'static str> {
-    Some(match op {
-        "pin" => match request.get("type").and_then(Value::as_str) {
-            Some("pin.setup") => "pin.setup",
-            Some("pin.unlock") => "pin.unlock",
-            Some("pin.change") => "pin.change",
-            _ => return None,
-        },
-        "pin-setup" => "pin.setup",
-        "pin-unlock" => "pin.unlock",
-        "pin-change" => "pin.change",
-        other => OPS.iter().copied().find(|o| *o == other)?,
-    })
-}
-
-/// Whether a request body is the v2 envelope (`"v": 2`).
-pub(super) fn is_v2(body: &Map<String, Value>) -> bool {
-    body.get("v").and_then(Value::as_u64) == Some(2)
-}
-
 pub(super) struct Ctx<'a> {
-    pub(super) state: &'a EnclaveState,
     pub(super) vaults: &'a Vaults,
     pub(super) sealer: &'a dyn Sealer,
+    /// Attestation keys minted on this host.
+    pub(super) keys: &'a KeyStore,
+    /// Attestation keys and unlocked sessions shared with the fleet (with a trusted store).
+    pub(super) fleet: Option<&'a FleetKeys>,
     pub(super) owner: &'a str,
     /// The canonical operation name.
     pub(super) op: &'static str,
@@ -177,13 +131,6 @@ pub(super) struct Ctx<'a> {
 }
 
 pub(super) type Reply = Result<Map<String, Value>, ClientError>;
-
-/// The optional fields of a secrets request.
-pub(super) struct SecretFields {
-    pub(super) name: Option<String>,
-    pub(super) value: Option<String>,
-    pub(super) category: Option<String>,
-}
 
 pub(super) fn object(v: Value) -> Map<String, Value> {
     match v {
@@ -262,34 +209,23 @@ pub use admin::VaultAdminImpl;
 
 impl Ctx<'_> {
     /// Runs the operation once.
-    async fn run(&self, request: &Map<String, Value>) -> Reply {
-        let body = payload::body(request);
-        match self.op {
-            "pin.setup" => self.pin_setup(body).await,
-            "pin.unlock" => self.pin_unlock(body).await,
-            "pin.change" => self.pin_change(body).await,
-            "credential.create" => self.credential_create(body).await,
-            "credential.password-change" => self.password_change(body).await,
-            "credential.get" => self.credential_get(body).await,
-            "credential.version" => self.credential_version(body).await,
-            "credential.delete" => self.credential_delete(body).await,
-            "secrets.add" => self.secrets_add(body).await,
-            "secrets.update" => self.secrets_update(body).await,
-            "secrets.retrieve" => self.secrets_retrieve(body).await,
-            "secrets.delete" => self.secrets_delete(body).await,
-            "secrets.list" => self.secrets_list(body).await,
-            "secrets.identity" => self.secrets_identity(body).await,
-            "vault.save" => self.vault_save(body).await,
-            _ => Err(ClientError::NotSupported),
-        }
-    }
-
-    /// Refuses a v1 request unless this enclave accepts them (`--accept-v1-envelopes`).
-    pub(super) fn v1_allowed(&self) -> Result<(), ClientError> {
-        if self.vaults.config().accept_v1 {
-            Ok(())
-        } else {
-            Err(ClientError::V1EnvelopeRefused)
+    async fn run(&self, op: &VaultOp) -> Reply {
+        match op {
+            VaultOp::PinSetup(r) => self.pin_setup(r).await,
+            VaultOp::PinUnlock(r) => self.pin_unlock(r).await,
+            VaultOp::PinChange(r) => self.pin_change(r).await,
+            VaultOp::CredentialCreate(r) => self.credential_create(r).await,
+            VaultOp::PasswordChange(r) => self.password_change(r).await,
+            VaultOp::CredentialGet(r) => self.credential_get(r).await,
+            VaultOp::CredentialVersion(r) => self.credential_version(r).await,
+            VaultOp::CredentialDelete(r) => self.credential_delete(r).await,
+            VaultOp::SecretsAdd(r) => self.secrets_add(r).await,
+            VaultOp::SecretsUpdate(r) => self.secrets_update(r).await,
+            VaultOp::SecretsRetrieve(r) => self.secrets_retrieve(r).await,
+            VaultOp::SecretsDelete(r) => self.secrets_delete(r).await,
+            VaultOp::SecretsList(r) => self.secrets_list(r).await,
+            VaultOp::SecretsIdentity(r) => self.secrets_identity(r).await,
+            VaultOp::VaultSave(r) => self.vault_save(r).await,
         }
     }
 
@@ -314,16 +250,31 @@ impl Ctx<'_> {
         }
     }
 
-    /// Opens a v2 envelope (`sealed`) to `private`/`public`; on success the reply will be sealed.
-    pub(super) fn open_v2(
+    /// Opens a v2 envelope (`sealed`) to `private`/`public` and reads its plaintext as `T`; on
+    /// success the reply will be sealed.
+    pub(super) fn open_v2<T: Plaintext>(
         &self,
         private: &PrivateKey,
         public: &[u8; 32],
         key_ref: &str,
-        body: &Map<String, Value>,
-    ) -> Reply {
-        let sealed = payload::base64(body, "sealed")?;
-        let opened = v2::open(private, public, &self.binding(key_ref), &sealed)
+        sealed: &[u8],
+    ) -> Result<T, ClientError> {
+        request::plaintext(
+            &self.open_v2_object(private, public, key_ref, sealed)?,
+            true,
+        )
+    }
+
+    /// [`Self::open_v2`] up to the plaintext's JSON object. The app's `seen_version` raises this
+    /// request's floor.
+    pub(super) fn open_v2_object(
+        &self,
+        private: &PrivateKey,
+        public: &[u8; 32],
+        key_ref: &str,
+        sealed: &[u8],
+    ) -> Result<Map<String, Value>, ClientError> {
+        let opened = v2::open(private, public, &self.binding(key_ref), sealed)
             .map_err(|_| ClientError::DecryptionFailed)?;
         let plain = payload::plaintext_object(&opened.plaintext)?;
         match plain.get("seen_version") {
@@ -332,23 +283,21 @@ impl Ctx<'_> {
                 v.as_u64().ok_or(ClientError::BadField("seen_version"))?,
             ),
         }
+        // Opened: from here on every answer, an error in a field included, is for the app only.
         self.set_reply_key(opened.reply_key);
         Ok(plain)
     }
 
     /// A read (no UTK): v2 requests are sealed to the vault's own key so their reply is
     /// authenticated; v1 reads carry nothing.
-    pub(super) fn open_read(
-        &self,
-        meta: &Meta,
-        body: &Map<String, Value>,
-    ) -> Result<(), ClientError> {
-        if is_v2(body) {
-            let key = x25519_private(&meta.ecies)?;
-            self.open_v2(&key, &meta.ecies.public, v2::KEY_REF_VAULT, body)
-                .map(drop)
-        } else {
-            self.v1_allowed()
+    pub(super) fn open_read(&self, meta: &Meta, read: &ReadRequest) -> Result<(), ClientError> {
+        match read.ciphertext()? {
+            Some(sealed) => {
+                let key = x25519_private(&meta.ecies)?;
+                self.open_v2::<ReadPlain>(&key, &meta.ecies.public, v2::KEY_REF_VAULT, &sealed)
+                    .map(drop)
+            }
+            None => Ok(()),
         }
     }
 
@@ -391,22 +340,23 @@ impl Ctx<'_> {
     }
 
     /// Opens a UTK request — v2 `{v:2, utk_id, sealed}` or v1 `{utk_id, encrypted_payload}` —
-    /// and removes the UTK from `meta` (spent once the caller commits).
-    pub(super) fn open_utk(&self, meta: &mut Meta, body: &Map<String, Value>) -> Reply {
-        let v2 = is_v2(body);
-        if !v2 {
-            self.v1_allowed()?;
-        }
-        let id = payload::string(body, "utk_id")?;
+    /// reads its plaintext as `T` and removes the UTK from `meta` (spent once the caller
+    /// commits).
+    pub(super) fn open_utk<T: Plaintext>(
+        &self,
+        meta: &mut Meta,
+        request: &UtkRequest,
+    ) -> Result<T, ClientError> {
+        let id = request.utk_id.as_str();
         let index = self.find_utk(meta, id)?;
         let key = x25519_private(&meta.utks[index].key)?;
-        let plain = if v2 {
-            self.open_v2(&key, &meta.utks[index].key.public, id, body)?
+        let sealed = request.ciphertext()?;
+        let plain = if request.is_v2() {
+            self.open_v2(&key, &meta.utks[index].key.public, id, &sealed)?
         } else {
-            let envelope = payload::base64(body, "encrypted_payload")?;
-            let plain = domain::open(Domain::Utk, &key, &envelope)
+            let plain = domain::open(Domain::Utk, &key, &sealed)
                 .map_err(|_| ClientError::DecryptionFailed)?;
-            payload::plaintext_object(&plain)?
+            request::plaintext(&payload::plaintext_object(&plain)?, false)?
         };
         meta.utks.remove(index);
         Ok(plain)
@@ -461,7 +411,7 @@ impl Ctx<'_> {
     /// Shares an unlocked vault's DEK with the fleet ([`crate::fleet`]); a failure only means
     /// other hosts will ask for the PIN.
     pub(super) async fn share_session(&self, dek: &Dek, verifier: &[u8; 32]) {
-        let Some(fleet) = &self.state.fleet else {
+        let Some(fleet) = self.fleet else {
             return;
         };
         let ttl = self.vaults.config().idle_lock;
@@ -479,7 +429,7 @@ impl Ctx<'_> {
         &self,
         loaded: &super::Loaded,
     ) -> Result<Option<super::Unlocked>, ClientError> {
-        let Some(fleet) = &self.state.fleet else {
+        let Some(fleet) = self.fleet else {
             return Ok(None);
         };
         if loaded.meta.credential_delete_pending {
@@ -515,7 +465,7 @@ impl Ctx<'_> {
     ) -> Result<(tokio::sync::OwnedMutexGuard<Slot>, Meta, State, Dek), ClientError> {
         let mut slot = self.vaults.slot_in_time(self.owner).await?;
         // In a fleet the vault may be unlocked on another host: load it and ask.
-        if slot.vault.is_none() && slot.retained.is_none() && self.state.fleet.is_none() {
+        if slot.vault.is_none() && slot.retained.is_none() && self.fleet.is_none() {
             return Err(if self.vaults.exists(self.owner).await? {
                 ClientError::VaultLocked
             } else {

@@ -1,8 +1,12 @@
 //! `pin.setup`, `pin.unlock`, `pin.change` (reference §4.3), and the attempt counter.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::*;
+use crate::vault::fields::{Key32, Text};
+use crate::vault::request::{
+    ChangePlain, SetupPlain, SetupRequest, SetupV1, SetupV2, UnlockPlain, UtkSealed,
+};
 
 impl Ctx<'_> {
     /// Counts a PIN attempt (persisted first), then evaluates it. On success the caller must
@@ -65,22 +69,32 @@ impl Ctx<'_> {
         }
     }
 
-    pub(super) async fn pin_setup(&self, body: &Map<String, Value>) -> Reply {
-        let plain = if is_v2(body) {
+    pub(super) async fn pin_setup(&self, request: &SetupRequest) -> Reply {
+        let plain = match request {
             // v2: the app names the attestation key it sealed to (one lookup, no trial
             // decryption) and the envelope is bound to this owner and this operation.
-            let public = payload::key32(body, "attestation_key")?;
-            match (self.state.keys.take(&public, self.owner), &self.state.fleet) {
-                (Some(key), _) => self.open_v2(&key, &public, v2::KEY_REF_ATTESTATION, body)?,
+            SetupRequest::V2(
+                setup @ SetupV2 {
+                    attestation_key: Key32(public),
+                    ..
+                },
+            ) => match (self.keys.take(public, self.owner), self.fleet) {
+                (Some(key), _) => self.open_v2_object(
+                    &key,
+                    public,
+                    v2::KEY_REF_ATTESTATION,
+                    &setup.ciphertext()?,
+                )?,
                 // Minted on any host of the fleet: taken from the trusted store, once.
                 (None, Some(fleet)) => {
+                    let sealed = setup.ciphertext()?;
                     let mut failure = None;
-                    let plain = fleet
+                    fleet
                         .take_opening(self.sealer, self.owner, |candidate, key| {
-                            if candidate != &public {
+                            if candidate != public {
                                 return None;
                             }
-                            self.open_v2(key, &public, v2::KEY_REF_ATTESTATION, body)
+                            self.open_v2_object(key, public, v2::KEY_REF_ATTESTATION, &sealed)
                                 .map_err(|e| failure = Some(e))
                                 .ok()
                         })
@@ -91,42 +105,48 @@ impl Ctx<'_> {
                                 ClientError::AttestationKeyRequired
                             }
                             (e, _) => e,
-                        })?;
-                    plain
+                        })?
                 }
                 (None, None) => return Err(ClientError::AttestationKeyRequired),
+            },
+            SetupRequest::V1(SetupV1 {
+                encrypted_pin,
+                ephemeral_public_key,
+                nonce,
+            }) => {
+                let (encrypted_pin, ephemeral, nonce) = (
+                    encrypted_pin.as_str(),
+                    ephemeral_public_key.as_str(),
+                    nonce.as_str(),
+                );
+                let local = self.keys.take_opening(self.owner, |key| {
+                    legacy_ecies::open_fields(key, encrypted_pin, ephemeral, nonce).ok()
+                });
+                let plain = match (local, self.fleet) {
+                    (Ok(plain), _) => plain,
+                    // v1 does not name its key: each of the owner's fleet keys is tried.
+                    (Err(_), Some(fleet)) => {
+                        fleet
+                            .take_opening(self.sealer, self.owner, |_, key| {
+                                legacy_ecies::open_fields(key, encrypted_pin, ephemeral, nonce).ok()
+                            })
+                            .await?
+                    }
+                    (Err(TakeError::NoKey), None) => {
+                        return Err(ClientError::AttestationKeyRequired)
+                    }
+                    (Err(TakeError::NoneOpened), None) => {
+                        return Err(ClientError::DecryptionFailed)
+                    }
+                };
+                payload::plaintext_object(&plain)?
             }
-        } else {
-            self.v1_allowed()?;
-            let encrypted_pin = payload::string(body, "encrypted_pin")?;
-            let ephemeral = payload::string(body, "ephemeral_public_key")?;
-            let nonce = payload::string(body, "nonce")?;
-            let local = self.state.keys.take_opening(self.owner, |key| {
-                legacy_ecies::open_fields(key, encrypted_pin, ephemeral, nonce).ok()
-            });
-            let plain = match (local, &self.state.fleet) {
-                (Ok(plain), _) => plain,
-                // v1 does not name its key: each of the owner's fleet keys is tried.
-                (Err(_), Some(fleet)) => {
-                    fleet
-                        .take_opening(self.sealer, self.owner, |_, key| {
-                            legacy_ecies::open_fields(key, encrypted_pin, ephemeral, nonce).ok()
-                        })
-                        .await?
-                }
-                (Err(TakeError::NoKey), None) => return Err(ClientError::AttestationKeyRequired),
-                (Err(TakeError::NoneOpened), None) => return Err(ClientError::DecryptionFailed),
-            };
-            payload::plaintext_object(&plain)?
         };
-        let pin =
-            Pin::parse(payload::string(&plain, "pin").map_err(|_| ClientError::InvalidPinFormat)?)
-                .map_err(|_| ClientError::InvalidPinFormat)?;
-        let profile = match plain.get("profile") {
-            Some(p @ Value::Object(_)) => Some(p.to_string()),
-            _ => None,
-        };
+        let SetupPlain { pin, profile } = request::plaintext(&plain, request.is_v2())?;
         drop(plain);
+        let pin = parse_pin(&pin)?;
+        // Kept only when it is an object, as v1 did.
+        let profile = profile.filter(Value::is_object).map(|p| p.to_string());
 
         let mut slot = self.vaults.slot_in_time(self.owner).await?;
         if slot.vault.is_some() {
@@ -197,7 +217,7 @@ impl Ctx<'_> {
             "utks": utks,
             "ecies_public_key": ecies_public,
         }));
-        if is_v2(body) {
+        if request.is_v2() {
             // Revealed only inside the sealed reply: what `credential.create` must present.
             reply.insert("create_proof".into(), b64(&proof).into());
         }
@@ -213,33 +233,37 @@ impl Ctx<'_> {
     /// - v1 `{utk_id, encrypted_payload}` (with `--accept-v1-envelopes`): legacy ECIES to the
     ///   vault's key; the UTK id is outside the ciphertext, so an envelope that already unlocked
     ///   the vault is refused by its ephemeral key ([`Meta::v1_seen`]).
-    async fn open_pin_request(&self, body: &Map<String, Value>) -> Result<PinRequest, ClientError> {
-        let v2 = is_v2(body);
-        if !v2 {
-            self.v1_allowed()?;
-        }
-        let utk_id = payload::string(body, "utk_id")?.to_owned();
+    async fn open_pin_request<T: Plaintext>(
+        &self,
+        request: &UtkRequest,
+    ) -> Result<PinRequest<T>, ClientError> {
+        let utk_id = request.utk_id.as_str().to_owned();
         let mut slot = self.vaults.slot_in_time(self.owner).await?;
         self.vaults.load(self.sealer, self.owner, &mut slot).await?;
         let meta = Self::meta(&slot)?;
         let index = self.find_utk(&meta, &utk_id)?;
-        let (plain, v1_key) = if v2 {
-            let utk = &meta.utks[index].key;
-            let plain = self.open_v2(&x25519_private(utk)?, &utk.public, &utk_id, body)?;
-            (plain, None)
-        } else {
-            let envelope = payload::base64(body, "encrypted_payload")?;
-            let ephemeral: [u8; 32] = envelope
-                .get(..32)
-                .and_then(|e| e.try_into().ok())
-                .ok_or(ClientError::DecryptionFailed)?;
-            if meta.v1_seen.contains(&ephemeral) {
-                tracing::warn!(vault = self.owner, "replayed v1 PIN envelope refused");
-                return Err(ClientError::ReplayedRequest);
+        let sealed = request.ciphertext()?;
+        let (plain, v1_key) = match &request.sealed {
+            UtkSealed::V2(_) => {
+                let utk = &meta.utks[index].key;
+                let plain = self.open_v2(&x25519_private(utk)?, &utk.public, &utk_id, &sealed)?;
+                (plain, None)
             }
-            let plain = legacy_ecies::open(&Self::ecies_key(&slot)?, &envelope)
-                .map_err(|_| ClientError::DecryptionFailed)?;
-            (payload::plaintext_object(&plain)?, Some(ephemeral))
+            UtkSealed::V1(_) => {
+                let envelope = &sealed;
+                let ephemeral: [u8; 32] = envelope
+                    .get(..32)
+                    .and_then(|e| e.try_into().ok())
+                    .ok_or(ClientError::DecryptionFailed)?;
+                if meta.v1_seen.contains(&ephemeral) {
+                    tracing::warn!(vault = self.owner, "replayed v1 PIN envelope refused");
+                    return Err(ClientError::ReplayedRequest);
+                }
+                let plain = legacy_ecies::open(&Self::ecies_key(&slot)?, envelope)
+                    .map_err(|_| ClientError::DecryptionFailed)?;
+                let plain = request::plaintext(&payload::plaintext_object(&plain)?, false)?;
+                (plain, Some(ephemeral))
+            }
         };
         Ok(PinRequest {
             slot,
@@ -330,14 +354,14 @@ impl Ctx<'_> {
         Ok(reply)
     }
 
-    pub(super) async fn pin_unlock(&self, body: &Map<String, Value>) -> Reply {
+    pub(super) async fn pin_unlock(&self, request: &UtkRequest) -> Reply {
         let PinRequest {
             mut slot,
             utk_id,
             plain,
             v1_key,
-        } = self.open_pin_request(body).await?;
-        let pin = parse_pin(&plain, "pin")?;
+        } = self.open_pin_request::<UnlockPlain>(request).await?;
+        let pin = parse_pin(&plain.pin)?;
         drop(plain);
         let (meta, state, dek) = self.verified(&mut slot, pin, &utk_id, v1_key).await?;
         self.finish_pin(
@@ -347,19 +371,19 @@ impl Ctx<'_> {
             dek,
             "unlocked",
             UTKS_AFTER_USE,
-            is_v2(body),
+            request.is_v2(),
         )
         .await
     }
 
-    pub(super) async fn pin_change(&self, body: &Map<String, Value>) -> Reply {
+    pub(super) async fn pin_change(&self, request: &UtkRequest) -> Reply {
         let PinRequest {
             mut slot,
             utk_id,
             plain,
             v1_key,
-        } = self.open_pin_request(body).await?;
-        let (old_pin, new_pin) = (parse_pin(&plain, "old_pin")?, parse_pin(&plain, "new_pin")?);
+        } = self.open_pin_request::<ChangePlain>(request).await?;
+        let (old_pin, new_pin) = (parse_pin(&plain.old_pin)?, parse_pin(&plain.new_pin)?);
         drop(plain);
         let (mut meta, mut state, _old_dek) =
             self.verified(&mut slot, old_pin, &utk_id, v1_key).await?;
@@ -380,24 +404,22 @@ impl Ctx<'_> {
             new_dek,
             "pin_changed",
             UTKS_AFTER_CHANGE,
-            is_v2(body),
+            request.is_v2(),
         )
         .await
     }
 }
 
 /// An opened PIN request, with its vault locked.
-struct PinRequest {
+struct PinRequest<T> {
     slot: tokio::sync::OwnedMutexGuard<Slot>,
     utk_id: String,
-    plain: Map<String, Value>,
+    plain: T,
     /// The ephemeral key of a v1 envelope (recorded once it unlocks).
     v1_key: Option<[u8; 32]>,
 }
 
-/// A PIN field of a decrypted payload.
-fn parse_pin(plain: &Map<String, Value>, field: &'static str) -> Result<Pin, ClientError> {
-    payload::string(plain, field)
-        .map_err(|_| ClientError::InvalidPinFormat)
-        .and_then(|s| Pin::parse(s).map_err(|_| ClientError::InvalidPinFormat))
+/// A PIN from a decrypted payload.
+fn parse_pin(text: &Text) -> Result<Pin, ClientError> {
+    Pin::parse(text.as_str()).map_err(|_| ClientError::InvalidPinFormat)
 }

@@ -1,46 +1,46 @@
 //! Secrets and `vault.save`. Values arrive inside UTK envelopes and leave sealed to the app's `reply_key`.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::*;
+use crate::vault::fields::{Bounded, Key32, Text};
+use crate::vault::request::{
+    SecretsAddPlain, SecretsDeletePlain, SecretsListPlain, SecretsRetrievePlain, SecretsUpdatePlain,
+};
 
 impl Ctx<'_> {
     /// Secrets operations carry the app's password hash inside the UTK envelope: a bearer secret
     /// the host never sees in clear, so a host replaying UTK public keys it observed cannot drive
     /// the user's secrets while the vault is unlocked.
-    pub(super) fn authorize(state: &State, plain: &Map<String, Value>) -> Result<(), ClientError> {
+    pub(super) fn authorize(
+        state: &State,
+        password_hash: Option<&Text>,
+    ) -> Result<(), ClientError> {
         let credential = state.credential.as_ref().ok_or(ClientError::NoCredential)?;
+        let password_hash = password_hash.ok_or(ClientError::BadField("password_hash"))?;
         let stored =
             PhcHash::parse(&credential.password_hash).map_err(|_| ClientError::CorruptVault)?;
-        if stored.matches(payload::string(plain, "password_hash")?) {
+        if stored.matches(password_hash.as_str()) {
             Ok(())
         } else {
             Err(ClientError::PasswordMismatch)
         }
     }
 
-    pub(super) fn secret_fields(plain: &Map<String, Value>) -> Result<SecretFields, ClientError> {
-        let field = |name, max| payload::opt_string(plain, name, max).map(|v| v.map(str::to_owned));
-        Ok(SecretFields {
-            name: field("name", MAX_SECRET_NAME)?,
-            value: field("value", MAX_SECRET_VALUE)?,
-            category: field("category", MAX_SECRET_NAME)?,
-        })
-    }
-
-    pub(super) async fn secrets_add(&self, body: &Map<String, Value>) -> Reply {
+    pub(super) async fn secrets_add(&self, request: &UtkRequest) -> Reply {
         let (mut slot, mut meta, mut state, dek) = self.unlocked().await?;
-        let plain = self.open_utk(&mut meta, body)?;
-        Self::authorize(&state, &plain)?;
-        let SecretFields {
+        let SecretsAddPlain {
+            password_hash,
             name,
             value,
             category,
-        } = Self::secret_fields(&plain)?;
+        } = self.open_utk(&mut meta, request)?;
+        Self::authorize(&state, password_hash.as_ref())?;
         let name = name
+            .map(|Bounded(n)| n)
             .filter(|n| !n.is_empty())
             .ok_or(ClientError::BadField("name"))?;
-        let value = value.ok_or(ClientError::BadField("value"))?;
+        let Bounded(value) = value.ok_or(ClientError::BadField("value"))?;
         if state.secrets.len() >= self.vaults.config().max_secrets {
             return Err(ClientError::TooManySecrets);
         }
@@ -51,7 +51,7 @@ impl Ctx<'_> {
             Secret {
                 name,
                 value,
-                category,
+                category: category.map(|Bounded(c)| c),
                 created_at_ms: now,
                 updated_at_ms: now,
                 version: 1,
@@ -64,28 +64,28 @@ impl Ctx<'_> {
         ))
     }
 
-    pub(super) async fn secrets_update(&self, body: &Map<String, Value>) -> Reply {
+    pub(super) async fn secrets_update(&self, request: &UtkRequest) -> Reply {
         let (mut slot, mut meta, mut state, dek) = self.unlocked().await?;
-        let plain = self.open_utk(&mut meta, body)?;
-        Self::authorize(&state, &plain)?;
-        let id = payload::string(&plain, "id")?.to_owned();
-        let SecretFields {
+        let SecretsUpdatePlain {
+            password_hash,
+            id: Text(id),
             name,
             value,
             category,
-        } = Self::secret_fields(&plain)?;
+        } = self.open_utk(&mut meta, request)?;
+        Self::authorize(&state, password_hash.as_ref())?;
         let secret = state
             .secrets
             .get_mut(&id)
             .ok_or(ClientError::SecretNotFound)?;
-        if let Some(n) = name.filter(|n| !n.is_empty()) {
+        if let Some(Bounded(n)) = name.filter(|Bounded(n)| !n.is_empty()) {
             secret.name = n;
         }
-        if let Some(v) = value {
+        if let Some(Bounded(v)) = value {
             secret.value = v;
         }
-        if category.is_some() {
-            secret.category = category;
+        if let Some(Bounded(c)) = category {
+            secret.category = Some(c);
         }
         secret.updated_at_ms = now_ms();
         secret.version += 1;
@@ -97,18 +97,20 @@ impl Ctx<'_> {
         ))
     }
 
-    /// The app's reply key from inside a UTK envelope (never from the clear payload, where the
-    /// host could substitute its own).
-    pub(super) fn reply_key(plain: &Map<String, Value>) -> Result<[u8; 32], ClientError> {
-        payload::key32(plain, "reply_key")
-    }
-
+    /// Seals `value` to the app's `reply_key` (v1's way), which came from inside the UTK
+    /// envelope: never from the clear payload, where the host could substitute its own.
     pub(super) fn seal_reply(key: &[u8; 32], value: &Value) -> Result<String, ClientError> {
         let bytes =
             zeroize::Zeroizing::new(serde_json::to_vec(value).map_err(|_| ClientError::Internal)?);
         let sealed = domain::seal(Domain::Reply, key, &bytes)
             .map_err(|_| ClientError::BadField("reply_key"))?;
         Ok(b64(&sealed))
+    }
+
+    /// The v1 `reply_key`, which a v1 request must carry.
+    fn reply_key(key: Option<Key32>) -> Result<[u8; 32], ClientError> {
+        key.map(|Key32(k)| k)
+            .ok_or(ClientError::BadField("reply_key"))
     }
 
     pub(super) fn secret_json(id: &str, s: &Secret, with_value: bool) -> Value {
@@ -126,20 +128,23 @@ impl Ctx<'_> {
         v
     }
 
-    pub(super) async fn secrets_retrieve(&self, body: &Map<String, Value>) -> Reply {
+    pub(super) async fn secrets_retrieve(&self, request: &UtkRequest) -> Reply {
         let (mut slot, mut meta, state, dek) = self.unlocked().await?;
-        let plain = self.open_utk(&mut meta, body)?;
-        Self::authorize(&state, &plain)?;
-        let id = payload::string(&plain, "id")?.to_owned();
+        let SecretsRetrievePlain {
+            password_hash,
+            id: Text(id),
+            reply_key,
+        } = self.open_utk(&mut meta, request)?;
+        Self::authorize(&state, password_hash.as_ref())?;
         let secret = state.secrets.get(&id).ok_or(ClientError::SecretNotFound)?;
         let value = Self::secret_json(&id, secret, true);
         // v2: the whole reply is sealed to the app already, so the value goes in it; a
         // `reply_key` (v1's way) is still honoured.
-        let (field, sealed) = match (is_v2(body), plain.contains_key("reply_key")) {
-            (true, false) => ("secret", value),
-            _ => (
+        let (field, sealed) = match (request.is_v2(), reply_key) {
+            (true, None) => ("secret", value),
+            (_, key) => (
                 "encrypted_secret",
-                Self::seal_reply(&Self::reply_key(&plain)?, &value)?.into(),
+                Self::seal_reply(&Self::reply_key(key)?, &value)?.into(),
             ),
         };
         let new_utks = self.add_utks(&mut meta, UTKS_AFTER_USE)?;
@@ -150,11 +155,13 @@ impl Ctx<'_> {
         Ok(reply)
     }
 
-    pub(super) async fn secrets_delete(&self, body: &Map<String, Value>) -> Reply {
+    pub(super) async fn secrets_delete(&self, request: &UtkRequest) -> Reply {
         let (mut slot, mut meta, mut state, dek) = self.unlocked().await?;
-        let plain = self.open_utk(&mut meta, body)?;
-        Self::authorize(&state, &plain)?;
-        let id = payload::string(&plain, "id")?.to_owned();
+        let SecretsDeletePlain {
+            password_hash,
+            id: Text(id),
+        } = self.open_utk(&mut meta, request)?;
+        Self::authorize(&state, password_hash.as_ref())?;
         state
             .secrets
             .remove(&id)
@@ -166,21 +173,24 @@ impl Ctx<'_> {
         ))
     }
 
-    pub(super) async fn secrets_list(&self, body: &Map<String, Value>) -> Reply {
+    pub(super) async fn secrets_list(&self, request: &UtkRequest) -> Reply {
         let (mut slot, mut meta, state, dek) = self.unlocked().await?;
-        let plain = self.open_utk(&mut meta, body)?;
-        Self::authorize(&state, &plain)?;
+        let SecretsListPlain {
+            password_hash,
+            reply_key,
+        } = self.open_utk(&mut meta, request)?;
+        Self::authorize(&state, password_hash.as_ref())?;
         let list: Vec<Value> = state
             .secrets
             .iter()
             .map(|(id, s)| Self::secret_json(id, s, false))
             .collect();
         let count = list.len();
-        let (field, listed) = match (is_v2(body), plain.contains_key("reply_key")) {
-            (true, false) => ("list", Value::Array(list)),
-            _ => (
+        let (field, listed) = match (request.is_v2(), reply_key) {
+            (true, None) => ("list", Value::Array(list)),
+            (_, key) => (
                 "encrypted_list",
-                Self::seal_reply(&Self::reply_key(&plain)?, &Value::Array(list))?.into(),
+                Self::seal_reply(&Self::reply_key(key)?, &Value::Array(list))?.into(),
             ),
         };
         let new_utks = self.add_utks(&mut meta, UTKS_AFTER_USE)?;
@@ -190,9 +200,9 @@ impl Ctx<'_> {
         Ok(reply)
     }
 
-    pub(super) async fn secrets_identity(&self, body: &Map<String, Value>) -> Reply {
+    pub(super) async fn secrets_identity(&self, request: &ReadRequest) -> Reply {
         let (_slot, meta, state, _dek) = self.unlocked().await?;
-        self.open_read(&meta, body)?;
+        self.open_read(&meta, request)?;
         let credential = state.credential.as_ref().ok_or(ClientError::NoCredential)?;
         Ok(object(json!({
             "status": "ok",
@@ -202,9 +212,9 @@ impl Ctx<'_> {
 
     /// Every change is already stored before it is acknowledged; `vault.save` confirms that the
     /// stored object is still the one this enclave wrote (no other host changed it since).
-    pub(super) async fn vault_save(&self, body: &Map<String, Value>) -> Reply {
+    pub(super) async fn vault_save(&self, request: &ReadRequest) -> Reply {
         let (mut slot, meta, _state, _dek) = self.unlocked().await?;
-        self.open_read(&meta, body)?;
+        self.open_read(&meta, request)?;
         let loaded = slot.vault.as_ref().ok_or(ClientError::Internal)?;
         let (etag, version) = (loaded.etag.clone(), loaded.stored.version);
         match self.vaults.store_head(self.owner).await? {

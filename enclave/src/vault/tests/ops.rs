@@ -299,7 +299,7 @@ async fn signed_admin_operations_reset_and_delete_credentials() {
     use crate::control::VaultAdmin;
     let h = harness().await;
     let state = h.p.state().clone();
-    let admin = crate::vault::VaultAdminImpl::new(&state);
+    let admin = crate::vault::VaultAdminImpl::new(state.vault_services());
     let owner = crate::router::OwnerSpace::parse("u15").unwrap();
     // Not enrolled: nothing to delete.
     assert_eq!(admin.delete_credential(&owner, 1).await.unwrap(), 0);

@@ -7,7 +7,7 @@ use super::{PinPolicy, VaultConfig};
 
 /// Vault flags (flattened into `vettid-enclave`'s arguments).
 #[derive(Debug, Clone, clap::Args)]
-pub struct VaultArgs {
+pub struct VaultFlags {
     /// Failed PIN attempts allowed before back-off starts.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub pin_free_attempts: u32,
@@ -42,7 +42,7 @@ pub struct VaultArgs {
     pub accept_v1_envelopes: bool,
 }
 
-impl VaultArgs {
+impl VaultFlags {
     /// The vault configuration these flags describe.
     ///
     /// # Errors
@@ -83,7 +83,7 @@ mod tests {
     #[derive(Parser)]
     struct T {
         #[command(flatten)]
-        v: VaultArgs,
+        v: VaultFlags,
     }
 
     #[test]

@@ -1,0 +1,672 @@
+//! Every vault operation and the shape of its request, in one place.
+//!
+//! A request is read once, at the edge ([`VaultOp::parse`]), from the subject's `forVault.{op}`
+//! token and the JSON body, into a [`VaultOp`] whose variant carries the request's typed
+//! envelope. What the envelope seals is read as the operation's typed plaintext (the structs at
+//! the end of this file) by the handler, once it has opened it: only the handler holds the key.
+//!
+//! Adding an operation: one line in the [`vault_ops!`] table, its request and plaintext types
+//! here, its handler in `ops/` (the compiler then asks for its arm in `Ctx::run`), and its tests.
+//!
+//! Three envelope shapes serve every operation (docs/VAULT.md, "Operations"):
+//! - [`SetupRequest`]: `pin.setup`, sealed to an attestation key;
+//! - [`UtkRequest`]: everything that spends a UTK, sealed to it;
+//! - [`ReadRequest`]: reads, sealed to the vault's own key (v2) or carrying nothing (v1).
+//!
+//! Each has a v2 shape (`"v": 2`, ours: fields it does not name are refused) and a v1 shape (as
+//! deployed apps send it, accepted only with `--accept-v1-envelopes`; unknown fields are ignored,
+//! as VettID's Go vault ignored them).
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::fields::{self, Base64, Bounded, FieldError, Key32, Sealed, Text, Two, Unknown};
+use crate::reply::ClientError;
+
+/// Longest secret name / category.
+pub const MAX_SECRET_NAME: usize = 256;
+/// Largest secret value.
+pub const MAX_SECRET_VALUE: usize = 64 * 1024;
+
+/// The correlation fields a request may carry beside its own when sent without the `payload`
+/// wrapper (`{id, type, timestamp, …fields}`).
+const CORRELATION: &[&str] = &["id", "type", "timestamp"];
+
+/// Builds [`VaultOp`] from the table of operations: variant, request type, canonical name (what
+/// a v2 envelope is bound to) and the other subject tokens v1 apps use for it.
+macro_rules! vault_ops {
+    ($($(#[$doc:meta])* $variant:ident($request:ty) = $name:literal $(| $alias:literal)*;)*) => {
+        /// A vault operation with its request, read from the app's JSON.
+        #[derive(Debug)]
+        pub enum VaultOp {
+            $($(#[$doc])* $variant($request),)*
+        }
+
+        impl VaultOp {
+            /// Every operation's canonical name, in table order.
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
+            /// The operation's canonical name.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(VaultOp::$variant(_) => $name,)*
+                }
+            }
+
+            /// The canonical name a subject token stands for (`pin` is resolved by its `type`).
+            fn canonical(token: &str) -> Option<&'static str> {
+                match token {
+                    $($name $(| $alias)* => Some($name),)*
+                    _ => None,
+                }
+            }
+
+            /// Reads the request of operation `name` from `body`.
+            fn read(name: &str, body: &Map<String, Value>, bare: bool) -> Result<Self, ClientError> {
+                match name {
+                    $($name => Ok(VaultOp::$variant(<$request>::read(body, bare)?)),)*
+                    _ => Err(ClientError::NotSupported),
+                }
+            }
+        }
+    };
+}
+
+vault_ops! {
+    /// Enrolment: the PIN sealed to an attestation key this app verified.
+    PinSetup(SetupRequest) = "pin.setup" | "pin-setup";
+    /// Unlocks the vault with the PIN.
+    PinUnlock(UtkRequest) = "pin.unlock" | "pin-unlock";
+    /// Changes the PIN (the state is re-sealed under the new one).
+    PinChange(UtkRequest) = "pin.change" | "pin-change";
+    /// Creates the Protean credential.
+    CredentialCreate(UtkRequest) = "credential.create";
+    /// Changes the credential's password hash.
+    PasswordChange(UtkRequest) = "credential.password-change";
+    /// The credential, sealed to the app's CEK.
+    CredentialGet(ReadRequest) = "credential.get";
+    /// The credential's version and creation time.
+    CredentialVersion(ReadRequest) = "credential.version";
+    /// Deletes the credential.
+    CredentialDelete(UtkRequest) = "credential.delete";
+    /// Adds a secret.
+    SecretsAdd(UtkRequest) = "secrets.add";
+    /// Changes a secret.
+    SecretsUpdate(UtkRequest) = "secrets.update";
+    /// One secret with its value.
+    SecretsRetrieve(UtkRequest) = "secrets.retrieve";
+    /// Deletes a secret.
+    SecretsDelete(UtkRequest) = "secrets.delete";
+    /// Every secret without its value.
+    SecretsList(UtkRequest) = "secrets.list";
+    /// The credential's identity public key.
+    SecretsIdentity(ReadRequest) = "secrets.identity";
+    /// Confirms the stored vault is still the one this enclave wrote.
+    VaultSave(ReadRequest) = "vault.save";
+}
+
+impl VaultOp {
+    /// Whether this build serves subject token `token` (v1's `pin` family included). An
+    /// operation it does not serve is `not_supported` whatever else is wrong with the request
+    /// (G30).
+    pub fn serves(token: &str) -> bool {
+        token == "pin" || Self::canonical(token).is_some()
+    }
+
+    /// Reads the operation named by subject token `token` with its request.
+    ///
+    /// The request is `request.payload` when that is an object, else `request` itself. A v1
+    /// request where v1 is not accepted is refused before any of its fields is read.
+    ///
+    /// # Errors
+    /// `not_supported`, `unknown_pin_op` (v1 `pin` with another `type`), `v1_envelope_refused`,
+    /// `bad_field` naming the field, `unknown_field` (a v2 request with a field it does not take).
+    pub fn parse(
+        token: &str,
+        request: &Map<String, Value>,
+        accept_v1: bool,
+    ) -> Result<Self, ClientError> {
+        let name = match token {
+            "pin" => match request.get("type").and_then(Value::as_str) {
+                Some(t @ ("pin.setup" | "pin.unlock" | "pin.change")) => t,
+                _ => return Err(ClientError::UnknownPinOp),
+            },
+            other => Self::canonical(other).ok_or(ClientError::NotSupported)?,
+        };
+        let (body, bare) = match request.get("payload") {
+            Some(Value::Object(p)) => (p, false),
+            _ => (request, true),
+        };
+        if !is_v2(body) && !accept_v1 {
+            return Err(ClientError::V1EnvelopeRefused);
+        }
+        Self::read(name, body, bare)
+    }
+
+    /// Whether the request is the v2 envelope (its reply is sealed to the app).
+    pub fn is_v2(&self) -> bool {
+        match self {
+            VaultOp::PinSetup(r) => r.is_v2(),
+            VaultOp::PinUnlock(r)
+            | VaultOp::PinChange(r)
+            | VaultOp::CredentialCreate(r)
+            | VaultOp::PasswordChange(r)
+            | VaultOp::CredentialDelete(r)
+            | VaultOp::SecretsAdd(r)
+            | VaultOp::SecretsUpdate(r)
+            | VaultOp::SecretsRetrieve(r)
+            | VaultOp::SecretsDelete(r)
+            | VaultOp::SecretsList(r) => r.is_v2(),
+            VaultOp::CredentialGet(r)
+            | VaultOp::CredentialVersion(r)
+            | VaultOp::SecretsIdentity(r)
+            | VaultOp::VaultSave(r) => r.is_v2(),
+        }
+    }
+}
+
+/// Whether a request body is the v2 envelope (`"v": 2`).
+fn is_v2(body: &Map<String, Value>) -> bool {
+    body.get("v").and_then(Value::as_u64) == Some(2)
+}
+
+/// Reads an envelope: a v2 one strictly (a bare request may also carry its correlation
+/// fields), a v1 one leniently.
+fn envelope<T: DeserializeOwned>(body: &Map<String, Value>, bare: bool) -> Result<T, ClientError> {
+    let unknown = if !is_v2(body) {
+        Unknown::Ignore
+    } else if bare {
+        Unknown::Refuse {
+            except: CORRELATION,
+        }
+    } else {
+        Unknown::REFUSE
+    };
+    fields::from_object(body, unknown).map_err(|e| match e {
+        FieldError::Missing(f) | FieldError::Invalid(f) => ClientError::BadField(f),
+        FieldError::Unknown => ClientError::UnknownField,
+        FieldError::Shape => ClientError::BadField("payload"),
+    })
+}
+
+/// `pin.setup`'s request.
+#[derive(Debug)]
+pub enum SetupRequest {
+    /// Sealed to the attestation key it names (one lookup, no trial decryption), bound to this
+    /// owner and operation.
+    V2(SetupV2),
+    /// v1's legacy ECIES to an attestation key it does not name: each of the owner's is tried.
+    V1(SetupV1),
+}
+
+/// `{v: 2, attestation_key, sealed}`.
+#[derive(Debug, Deserialize)]
+pub struct SetupV2 {
+    #[allow(dead_code)]
+    v: Two,
+    /// The attestation public key the envelope is sealed to.
+    pub attestation_key: Key32,
+    /// The v2 envelope.
+    sealed: Sealed,
+}
+
+impl SetupV2 {
+    /// The envelope's bytes.
+    ///
+    /// # Errors
+    /// `bad_field` (`sealed`).
+    pub fn ciphertext(&self) -> Result<Vec<u8>, ClientError> {
+        self.sealed.decode().ok_or(ClientError::BadField("sealed"))
+    }
+}
+
+/// `{encrypted_pin, ephemeral_public_key, nonce}` (base64 each, opened as one legacy ECIES box).
+#[derive(Debug, Deserialize)]
+pub struct SetupV1 {
+    /// The ciphertext.
+    pub encrypted_pin: Text,
+    /// The sender's ephemeral X25519 key.
+    pub ephemeral_public_key: Text,
+    /// The nonce.
+    pub nonce: Text,
+}
+
+impl SetupRequest {
+    fn read(body: &Map<String, Value>, bare: bool) -> Result<Self, ClientError> {
+        Ok(if is_v2(body) {
+            SetupRequest::V2(envelope(body, bare)?)
+        } else {
+            SetupRequest::V1(envelope(body, bare)?)
+        })
+    }
+
+    /// Whether it is the v2 shape.
+    pub fn is_v2(&self) -> bool {
+        matches!(self, SetupRequest::V2(_))
+    }
+}
+
+/// A request that spends a UTK.
+#[derive(Debug)]
+pub struct UtkRequest {
+    /// The UTK it is sealed to (v2), or spends (v1).
+    pub utk_id: Text,
+    /// The envelope.
+    pub sealed: UtkSealed,
+}
+
+/// The envelope of a [`UtkRequest`].
+#[derive(Debug)]
+pub enum UtkSealed {
+    /// `sealed`: the v2 envelope, to the UTK, bound to the operation and the owner.
+    V2(Sealed),
+    /// `encrypted_payload`: v1's domain-separated ECIES (to the UTK for most operations, to the
+    /// vault's key for `pin.unlock` / `pin.change`).
+    V1(Sealed),
+}
+
+#[derive(Deserialize)]
+struct UtkV2 {
+    #[allow(dead_code)]
+    v: Two,
+    utk_id: Text,
+    sealed: Sealed,
+}
+
+#[derive(Deserialize)]
+struct UtkV1 {
+    utk_id: Text,
+    encrypted_payload: Sealed,
+}
+
+impl UtkRequest {
+    fn read(body: &Map<String, Value>, bare: bool) -> Result<Self, ClientError> {
+        Ok(if is_v2(body) {
+            let UtkV2 { utk_id, sealed, .. } = envelope(body, bare)?;
+            UtkRequest {
+                utk_id,
+                sealed: UtkSealed::V2(sealed),
+            }
+        } else {
+            let UtkV1 {
+                utk_id,
+                encrypted_payload,
+            } = envelope(body, bare)?;
+            UtkRequest {
+                utk_id,
+                sealed: UtkSealed::V1(encrypted_payload),
+            }
+        })
+    }
+
+    /// Whether it is the v2 shape.
+    pub fn is_v2(&self) -> bool {
+        matches!(self.sealed, UtkSealed::V2(_))
+    }
+
+    /// The envelope's bytes.
+    ///
+    /// # Errors
+    /// `bad_field` naming `sealed` or `encrypted_payload`.
+    pub fn ciphertext(&self) -> Result<Vec<u8>, ClientError> {
+        match &self.sealed {
+            UtkSealed::V2(s) => s.decode().ok_or(ClientError::BadField("sealed")),
+            UtkSealed::V1(s) => s.decode().ok_or(ClientError::BadField("encrypted_payload")),
+        }
+    }
+}
+
+/// A read.
+#[derive(Debug)]
+pub enum ReadRequest {
+    /// `{v: 2, sealed}` to the vault's own key, so that its answer is sealed to the app.
+    V2(Sealed),
+    /// v1 reads carry nothing.
+    V1,
+}
+
+#[derive(Deserialize)]
+struct ReadV2 {
+    #[allow(dead_code)]
+    v: Two,
+    sealed: Sealed,
+}
+
+impl ReadRequest {
+    fn read(body: &Map<String, Value>, bare: bool) -> Result<Self, ClientError> {
+        if is_v2(body) {
+            let ReadV2 { sealed, .. } = envelope(body, bare)?;
+            Ok(ReadRequest::V2(sealed))
+        } else {
+            Ok(ReadRequest::V1)
+        }
+    }
+
+    /// Whether it is the v2 shape.
+    pub fn is_v2(&self) -> bool {
+        matches!(self, ReadRequest::V2(_))
+    }
+
+    /// A v2 read's envelope bytes (`None` for v1).
+    ///
+    /// # Errors
+    /// `bad_field` (`sealed`).
+    pub fn ciphertext(&self) -> Result<Option<Vec<u8>>, ClientError> {
+        match self {
+            ReadRequest::V2(s) => s.decode().ok_or(ClientError::BadField("sealed")).map(Some),
+            ReadRequest::V1 => Ok(None),
+        }
+    }
+}
+
+/// What an envelope seals: one struct per operation.
+pub trait Plaintext: DeserializeOwned {
+    /// What a missing or invalid field becomes: `bad_field` naming it, unless the operation
+    /// says otherwise.
+    fn refuse(field: &'static str) -> ClientError {
+        ClientError::BadField(field)
+    }
+}
+
+/// Reads an opened plaintext as `T`: strictly for v2 (`seen_version` is read by the caller),
+/// leniently for v1.
+///
+/// # Errors
+/// [`ClientError::BadPlaintext`] for anything but a JSON object; [`Plaintext::refuse`];
+/// `unknown_field`.
+pub fn plaintext<T: Plaintext>(plain: &Map<String, Value>, v2: bool) -> Result<T, ClientError> {
+    let unknown = if v2 {
+        Unknown::Refuse {
+            except: &["seen_version"],
+        }
+    } else {
+        Unknown::Ignore
+    };
+    fields::from_object(plain, unknown).map_err(|e| match e {
+        FieldError::Missing(f) | FieldError::Invalid(f) => T::refuse(f),
+        FieldError::Unknown => ClientError::UnknownField,
+        FieldError::Shape => ClientError::BadPlaintext,
+    })
+}
+
+/// `pin.setup`: the PIN and the optional profile (kept as JSON when it is an object).
+#[derive(Debug, Deserialize)]
+pub struct SetupPlain {
+    /// The PIN.
+    pub pin: Text,
+    /// The user's profile.
+    pub profile: Option<Value>,
+}
+
+impl Plaintext for SetupPlain {
+    fn refuse(_: &'static str) -> ClientError {
+        ClientError::InvalidPinFormat
+    }
+}
+
+/// `pin.unlock`.
+#[derive(Debug, Deserialize)]
+pub struct UnlockPlain {
+    /// The PIN.
+    pub pin: Text,
+}
+
+impl Plaintext for UnlockPlain {
+    fn refuse(_: &'static str) -> ClientError {
+        ClientError::InvalidPinFormat
+    }
+}
+
+/// `pin.change`.
+#[derive(Debug, Deserialize)]
+pub struct ChangePlain {
+    /// The current PIN.
+    pub old_pin: Text,
+    /// The new PIN.
+    pub new_pin: Text,
+}
+
+impl Plaintext for ChangePlain {
+    fn refuse(_: &'static str) -> ClientError {
+        ClientError::InvalidPinFormat
+    }
+}
+
+/// `credential.create`.
+#[derive(Debug, Deserialize)]
+pub struct CreatePlain {
+    /// The app's Argon2id PHC string.
+    pub password_hash: Text,
+    /// The create proof (v2: required; v1 apps do not send it).
+    pub create_proof: Option<Base64>,
+}
+
+impl Plaintext for CreatePlain {
+    fn refuse(field: &'static str) -> ClientError {
+        match field {
+            "create_proof" => ClientError::CreateProofRequired,
+            f => ClientError::BadField(f),
+        }
+    }
+}
+
+/// `credential.password-change`.
+#[derive(Debug, Deserialize)]
+pub struct PasswordChangePlain {
+    /// The stored hash, to prove the app knows it.
+    pub old_password_hash: Text,
+    /// Its replacement (an Argon2id PHC string).
+    pub new_password_hash: Text,
+}
+impl Plaintext for PasswordChangePlain {}
+
+/// `credential.delete`.
+#[derive(Debug, Deserialize)]
+pub struct PasswordPlain {
+    /// The stored hash, to prove the app knows it.
+    pub password_hash: Text,
+}
+impl Plaintext for PasswordPlain {}
+
+/// `secrets.add`. Every secrets request carries the password hash: a bearer secret the host
+/// never sees in clear, so UTK public keys it observed cannot drive the user's secrets. It is
+/// optional in the types only so that a vault without a credential answers `no_credential`
+/// first; without one it is `bad_field`.
+#[derive(Debug, Deserialize)]
+pub struct SecretsAddPlain {
+    /// The stored hash.
+    pub password_hash: Option<Text>,
+    /// The secret's name (not empty).
+    pub name: Option<Bounded<MAX_SECRET_NAME>>,
+    /// Its value.
+    pub value: Option<Bounded<MAX_SECRET_VALUE>>,
+    /// Its category.
+    pub category: Option<Bounded<MAX_SECRET_NAME>>,
+}
+impl Plaintext for SecretsAddPlain {}
+
+/// `secrets.update`: the fields given replace the secret's (an empty name keeps it).
+#[derive(Debug, Deserialize)]
+pub struct SecretsUpdatePlain {
+    /// The stored hash.
+    pub password_hash: Option<Text>,
+    /// Which secret.
+    pub id: Text,
+    /// A new name.
+    pub name: Option<Bounded<MAX_SECRET_NAME>>,
+    /// A new value.
+    pub value: Option<Bounded<MAX_SECRET_VALUE>>,
+    /// A new category.
+    pub category: Option<Bounded<MAX_SECRET_NAME>>,
+}
+impl Plaintext for SecretsUpdatePlain {}
+
+/// `secrets.retrieve`. v1 answers sealed to `reply_key` (required there); a v2 reply is sealed
+/// to the app already, so the key is optional (honoured when given).
+#[derive(Debug, Deserialize)]
+pub struct SecretsRetrievePlain {
+    /// The stored hash.
+    pub password_hash: Option<Text>,
+    /// Which secret.
+    pub id: Text,
+    /// The app's X25519 key the value is sealed to.
+    pub reply_key: Option<Key32>,
+}
+impl Plaintext for SecretsRetrievePlain {}
+
+/// `secrets.delete`.
+#[derive(Debug, Deserialize)]
+pub struct SecretsDeletePlain {
+    /// The stored hash.
+    pub password_hash: Option<Text>,
+    /// Which secret.
+    pub id: Text,
+}
+impl Plaintext for SecretsDeletePlain {}
+
+/// `secrets.list`, with the reply key as for [`SecretsRetrievePlain`].
+#[derive(Debug, Deserialize)]
+pub struct SecretsListPlain {
+    /// The stored hash.
+    pub password_hash: Option<Text>,
+    /// The app's X25519 key the list is sealed to.
+    pub reply_key: Option<Key32>,
+}
+impl Plaintext for SecretsListPlain {}
+
+/// A v2 read seals nothing but its binding (and the app's `seen_version`).
+#[derive(Debug, Deserialize)]
+pub struct ReadPlain {}
+impl Plaintext for ReadPlain {}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn parse(token: &str, request: Value) -> Result<VaultOp, ClientError> {
+        VaultOp::parse(token, request.as_object().unwrap(), true)
+    }
+
+    #[test]
+    fn every_name_and_alias_reads_as_its_operation() {
+        for name in VaultOp::NAMES {
+            assert!(VaultOp::serves(name), "{name}");
+        }
+        let utk = json!({"payload": {"utk_id": "u", "encrypted_payload": "AAAA"}});
+        for (token, want) in [
+            ("pin-unlock", "pin.unlock"),
+            ("pin.unlock", "pin.unlock"),
+            ("pin-change", "pin.change"),
+            ("secrets.add", "secrets.add"),
+        ] {
+            assert_eq!(parse(token, utk.clone()).unwrap().name(), want);
+        }
+        let typed =
+            json!({"type": "pin.change", "payload": {"utk_id": "u", "encrypted_payload": "AAAA"}});
+        assert_eq!(parse("pin", typed).unwrap().name(), "pin.change");
+        assert_eq!(
+            parse("pin", json!({"type": "pin.reset"})).unwrap_err(),
+            ClientError::UnknownPinOp
+        );
+        assert!(!VaultOp::serves("secrets.share"));
+        assert_eq!(
+            parse("secrets.share", json!({})).unwrap_err(),
+            ClientError::NotSupported
+        );
+    }
+
+    #[test]
+    fn v2_envelopes_refuse_fields_they_do_not_take() {
+        let sealed = json!({"v": 2, "utk_id": "u", "sealed": "AAAA"});
+        assert!(parse("pin.unlock", json!({"id": "r1", "payload": sealed})).is_ok());
+        // Sent bare, the correlation fields sit beside the envelope's.
+        let mut bare = sealed.clone();
+        bare["id"] = "r1".into();
+        assert!(parse("pin.unlock", bare).is_ok());
+        let mut extra = sealed;
+        extra["encrypted_payload"] = "AAAA".into();
+        assert_eq!(
+            parse("pin.unlock", json!({"payload": extra})).unwrap_err(),
+            ClientError::UnknownField
+        );
+        // v1 shapes ignore what they do not know, as v1 did.
+        let v1 = json!({"payload": {"utk_id": "u", "encrypted_payload": "AAAA", "x": 1}});
+        assert!(parse("pin.unlock", v1).is_ok());
+    }
+
+    #[test]
+    fn bad_fields_are_named_and_v1_is_refused_first() {
+        let cases = [
+            (
+                json!({"v": 2, "sealed": "AAAA"}),
+                ClientError::BadField("utk_id"),
+            ),
+            (
+                json!({"v": 2, "utk_id": "u", "sealed": ""}),
+                ClientError::BadField("sealed"),
+            ),
+            (
+                json!({"utk_id": "u"}),
+                ClientError::BadField("encrypted_payload"),
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(
+                parse("secrets.add", json!({ "payload": body })).unwrap_err(),
+                want
+            );
+        }
+        // Ciphertext is decoded once its key is known (after the UTK check).
+        let op = parse(
+            "secrets.add",
+            json!({"payload": {"v": 2, "utk_id": "u", "sealed": "%%"}}),
+        )
+        .unwrap();
+        let VaultOp::SecretsAdd(request) = op else {
+            panic!("not secrets.add")
+        };
+        assert_eq!(
+            request.ciphertext().unwrap_err(),
+            ClientError::BadField("sealed")
+        );
+        let garbage_v1 = json!({"payload": {"utk_id": 7}});
+        assert_eq!(
+            VaultOp::parse("pin.unlock", garbage_v1.as_object().unwrap(), false).unwrap_err(),
+            ClientError::V1EnvelopeRefused
+        );
+    }
+
+    #[test]
+    fn plaintexts_map_their_fields_to_the_operations_errors() {
+        let read = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(
+            plaintext::<UnlockPlain>(&read(json!({})), true).unwrap_err(),
+            ClientError::InvalidPinFormat
+        );
+        assert_eq!(
+            plaintext::<CreatePlain>(
+                &read(json!({"password_hash": "h", "create_proof": 1})),
+                true
+            )
+            .unwrap_err(),
+            ClientError::CreateProofRequired
+        );
+        assert_eq!(
+            plaintext::<UnlockPlain>(&read(json!({"pin": "1234", "x": 1})), true).unwrap_err(),
+            ClientError::UnknownField
+        );
+        assert!(
+            plaintext::<UnlockPlain>(&read(json!({"pin": "1234", "seen_version": 3})), true)
+                .is_ok()
+        );
+        assert!(plaintext::<UnlockPlain>(&read(json!({"pin": "1234", "x": 1})), false).is_ok());
+        assert_eq!(
+            plaintext::<SecretsAddPlain>(&read(json!({"password_hash": "h", "name": 5})), false)
+                .unwrap_err(),
+            ClientError::BadField("name")
+        );
+    }
+}
