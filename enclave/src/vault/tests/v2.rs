@@ -157,3 +157,27 @@ async fn a_v2_pin_change_and_a_user_credential_delete_issue_what_comes_next() {
     let out = c.unlock("9753").unwrap();
     assert_eq!(run(&h, &mut c, out).await.unwrap()["status"], "unlocked");
 }
+
+#[tokio::test]
+async fn a_v2_field_the_operation_does_not_take_is_refused_and_spends_nothing() {
+    let h = v2_harness().await;
+    let mut c = enrolled(&h, "v2-strict", "2468").await;
+    let utks_before = c.utks().len();
+    // A typo the Go vault would have ignored (the secret stored without its category).
+    let out = c
+        .utk_request(
+            "secrets.add",
+            &json!({"password_hash": PHC, "name": "bank", "value": "v", "categroy": "x"}),
+        )
+        .unwrap();
+    match run(&h, &mut c, out).await {
+        Err(AppError::Refused { code, .. }) => assert_eq!(code, "unknown_field"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.utks().len(), utks_before, "the refusal spends no UTK");
+    let out = c
+        .utk_request("secrets.list", &json!({"password_hash": PHC}))
+        .unwrap();
+    let r = run(&h, &mut c, out).await.unwrap();
+    assert_eq!(r["count"], 0, "nothing was stored: {r:?}");
+}
