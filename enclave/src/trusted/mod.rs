@@ -32,8 +32,11 @@
 pub mod config;
 pub mod credentials;
 pub mod errors;
+mod report;
 
-use std::collections::BTreeMap;
+use report::Stats;
+pub use report::TrustedReport;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -131,43 +134,6 @@ pub struct Item {
     pub body: Vec<u8>,
 }
 
-/// What health shows about the trusted store.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct TrustedReport {
-    /// `trusted-store` (this table) or `single-host` (no `--trusted-store-*`).
-    pub mode: &'static str,
-    /// The table ARN.
-    pub table: Option<String>,
-    /// The endpoint (`HOST:PORT`) as the parent reaches it.
-    pub endpoint: Option<String>,
-    /// Whether the sealed credentials are open now.
-    pub credentials_loaded: bool,
-    /// Whether the forwarder accepts connections.
-    pub forwarder_running: bool,
-    /// The last failure's code, and how long ago (ms).
-    pub last_error: Option<&'static str>,
-    /// Milliseconds since `last_error`.
-    pub last_error_ago_ms: Option<u64>,
-    /// Calls by outcome: `ok` or a [`TrustedError::code`].
-    pub outcomes: BTreeMap<&'static str, u64>,
-}
-
-impl TrustedReport {
-    /// The report of an enclave without a trusted store.
-    pub fn single_host() -> Self {
-        Self {
-            mode: "single-host",
-            table: None,
-            endpoint: None,
-            credentials_loaded: false,
-            forwarder_running: false,
-            last_error: None,
-            last_error_ago_ms: None,
-            outcomes: BTreeMap::new(),
-        }
-    }
-}
-
 /// Why the trusted store could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TrustedStartError {
@@ -183,12 +149,6 @@ pub enum TrustedStartError {
     /// The HTTP client's TLS context could not be built.
     #[error("cannot build the trusted store HTTP client: {0}")]
     Http(String),
-}
-
-#[derive(Default)]
-struct Stats {
-    outcomes: BTreeMap<&'static str, u64>,
-    last_error: Option<(&'static str, Instant)>,
 }
 
 /// The trusted store client (see the module docs). Cheap to share: `Arc<TrustedStore>`.
@@ -512,23 +472,6 @@ impl TrustedStore {
         })
     }
 
-    /// What health shows.
-    pub fn report(&self) -> TrustedReport {
-        let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        TrustedReport {
-            mode: "trusted-store",
-            table: Some(self.table.to_string()),
-            endpoint: Some(self.endpoint.clone()),
-            credentials_loaded: self.credentials.loaded(),
-            forwarder_running: self.forwarder.is_running(),
-            last_error: stats.last_error.map(|(code, _)| code),
-            last_error_ago_ms: stats
-                .last_error
-                .map(|(_, at)| at.elapsed().as_millis() as u64),
-            outcomes: stats.outcomes.clone(),
-        }
-    }
-
     /// One operation: deadline check, credentials, send (writes retried only when certainly
     /// not applied), typed error, logged.
     async fn run<T, E, F, Fut>(
@@ -608,26 +551,6 @@ impl TrustedStore {
             attempt += 1;
         }
     }
-
-    fn count<T>(
-        &self,
-        operation: &'static str,
-        result: Result<T, TrustedError>,
-    ) -> Result<T, TrustedError> {
-        let code = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.code(),
-        };
-        tracing::debug!(operation, code, "trusted store call");
-        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        *stats.outcomes.entry(code).or_insert(0) += 1;
-        if let Err(e) = &result {
-            if *e != TrustedError::Conflict {
-                stats.last_error = Some((e.code(), Instant::now()));
-            }
-        }
-        result
-    }
 }
 
 fn check_body(body: &[u8]) -> Result<(), TrustedError> {
@@ -662,72 +585,4 @@ fn parse_item(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codes_are_stable_and_distinct() {
-        let all = [
-            TrustedError::Conflict,
-            TrustedError::Unavailable,
-            TrustedError::Uncertain,
-            TrustedError::Throttled,
-            TrustedError::Denied,
-            TrustedError::Credentials,
-            TrustedError::NoTime,
-            TrustedError::Malformed,
-        ];
-        let codes: std::collections::BTreeSet<_> = all.iter().map(|e| e.code()).collect();
-        assert_eq!(codes.len(), all.len());
-        assert_eq!(TrustedError::Conflict.code(), "TrustedStoreConflict");
-        assert!(codes.iter().all(|c| c.starts_with("TrustedStore")));
-    }
-
-    #[test]
-    fn items_parse_only_with_a_positive_rev_and_a_binary_body() {
-        use std::collections::HashMap;
-        let item = |rev: AttributeValue, body: AttributeValue| {
-            HashMap::from([("rev".to_string(), rev), ("body".to_string(), body)])
-        };
-        let ok = item(
-            AttributeValue::N("7".into()),
-            AttributeValue::B(Blob::new(b"x".to_vec())),
-        );
-        assert_eq!(
-            parse_item(&ok),
-            Ok(Item {
-                rev: 7,
-                body: b"x".to_vec()
-            })
-        );
-        for bad in [
-            item(
-                AttributeValue::N("0".into()),
-                AttributeValue::B(Blob::new(vec![])),
-            ),
-            item(
-                AttributeValue::N("-1".into()),
-                AttributeValue::B(Blob::new(vec![])),
-            ),
-            item(
-                AttributeValue::N("1.5".into()),
-                AttributeValue::B(Blob::new(vec![])),
-            ),
-            item(
-                AttributeValue::S("1".into()),
-                AttributeValue::B(Blob::new(vec![])),
-            ),
-            item(AttributeValue::N("1".into()), AttributeValue::S("x".into())),
-            HashMap::new(),
-        ] {
-            assert_eq!(parse_item(&bad), Err(TrustedError::Malformed), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn single_host_mode_reports_itself() {
-        let r = TrustedReport::single_host();
-        assert_eq!(r.mode, "single-host");
-        assert!(r.table.is_none());
-    }
-}
+mod tests;
