@@ -230,7 +230,6 @@ impl Kms {
         context: &SealContext,
     ) -> Result<(Material, Vec<u8>), SealError> {
         const OP: &str = "GenerateDataKey";
-        let started = Instant::now();
         let result = async {
             self.checker.ensure().await?;
             let recipient = Recipient::fresh(self.nsm.clone()).await?;
@@ -254,10 +253,8 @@ impl Kms {
                 .open(out.plaintext(), out.ciphertext_for_recipient())
                 .await?;
             Ok((material, blob))
-        }
-        .await;
-        self.log(OP, started, result.as_ref().map(|_| ()));
-        result
+        };
+        self.logged(OP, result).await
     }
 
     /// `Decrypt` with a Recipient: the material `blob` seals under `context`.
@@ -265,28 +262,13 @@ impl Kms {
     /// # Errors
     /// The typed [`SealError`] (see [`errors`]).
     pub async fn decrypt(&self, blob: &[u8], context: &SealContext) -> Result<Material, SealError> {
-        const OP: &str = "Decrypt";
-        let started = Instant::now();
         let result = async {
-            let recipient = Recipient::fresh(self.nsm.clone()).await?;
-            let mut request = self
-                .client
-                .decrypt()
-                .key_id(self.key_id.as_str())
-                .ciphertext_blob(Blob::new(blob.to_vec()))
-                .recipient(recipient.info());
-            for (k, v) in context.pairs() {
-                request = request.encryption_context(k, v);
-            }
-            let out = request.send().await.map_err(|e| self.failed(OP, &e))?;
-            self.check_key_id(OP, out.key_id())?;
+            let (recipient, out) = self.decrypt_for_recipient(blob, &context.pairs()).await?;
             recipient
                 .open(out.plaintext(), out.ciphertext_for_recipient())
                 .await
-        }
-        .await;
-        self.log(OP, started, result.as_ref().map(|_| ()));
-        result
+        };
+        self.logged("Decrypt", result).await
     }
 
     /// `Decrypt` with a Recipient of a blob that is not a data key (the trusted store's sealed
@@ -301,27 +283,49 @@ impl Kms {
         context: &[(&str, &str)],
         max_len: usize,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, SealError> {
-        const OP: &str = "Decrypt";
-        let started = Instant::now();
         let result = async {
-            let recipient = Recipient::fresh(self.nsm.clone()).await?;
-            let mut request = self
-                .client
-                .decrypt()
-                .key_id(self.key_id.as_str())
-                .ciphertext_blob(Blob::new(blob.to_vec()))
-                .recipient(recipient.info());
-            for (k, v) in context {
-                request = request.encryption_context(*k, *v);
-            }
-            let out = request.send().await.map_err(|e| self.failed(OP, &e))?;
-            self.check_key_id(OP, out.key_id())?;
+            let (recipient, out) = self.decrypt_for_recipient(blob, context).await?;
             recipient
                 .open_bytes(out.plaintext(), out.ciphertext_for_recipient(), max_len)
                 .await
+        };
+        self.logged("Decrypt", result).await
+    }
+
+    /// The common part of both decrypts: `Decrypt` of `blob` under `context` for a fresh
+    /// Recipient, the answer's key id checked. The caller opens what it holds.
+    async fn decrypt_for_recipient(
+        &self,
+        blob: &[u8],
+        context: &[(&str, &str)],
+    ) -> Result<(Recipient, aws_sdk_kms::operation::decrypt::DecryptOutput), SealError> {
+        let recipient = Recipient::fresh(self.nsm.clone()).await?;
+        let mut request = self
+            .client
+            .decrypt()
+            .key_id(self.key_id.as_str())
+            .ciphertext_blob(Blob::new(blob.to_vec()))
+            .recipient(recipient.info());
+        for (k, v) in context {
+            request = request.encryption_context(*k, *v);
         }
-        .await;
-        self.log(OP, started, result.as_ref().map(|_| ()));
+        let out = request
+            .send()
+            .await
+            .map_err(|e| self.failed("Decrypt", &e))?;
+        self.check_key_id("Decrypt", out.key_id())?;
+        Ok((recipient, out))
+    }
+
+    /// Runs one KMS operation and logs its outcome and duration.
+    async fn logged<T>(
+        &self,
+        operation: &'static str,
+        call: impl std::future::Future<Output = Result<T, SealError>>,
+    ) -> Result<T, SealError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.log(operation, started, result.as_ref().map(|_| ()));
         result
     }
 
