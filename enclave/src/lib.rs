@@ -16,6 +16,7 @@
 pub mod config;
 pub mod control;
 pub mod deadline;
+mod flag_group;
 pub mod fleet;
 pub mod handlers;
 pub mod keys;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use vettid_link::Address;
 
 use super::arn::KeyArn;
+use crate::flag_group::FlagGroup;
 
 /// Largest `--kms-ca-file` accepted: a handful of PEM certificates.
 pub const MAX_CA_FILE_LEN: usize = 256 * 1024;
@@ -179,52 +180,30 @@ impl KmsConfig {
         let optional_given = flags.kms_ca_file.is_some()
             || flags.kms_forward_port.is_some()
             || !flags.kms_policy_pcr0.is_empty();
-        if required.iter().all(|(_, v)| v.is_none()) && !optional_given {
+        let Some(mut group) = FlagGroup::given("--kms-*", &required, optional_given) else {
             return Ok(None);
-        }
-        let mut errors: Vec<String> = required
-            .iter()
-            .filter(|(_, v)| v.is_none())
-            .map(|(name, _)| {
-                format!("{name} is required when any --kms-* flag is given (all or nothing)")
-            })
-            .collect();
-        let endpoint = flags.kms_endpoint.as_deref().and_then(|url| {
+        };
+        let endpoint = group.value("--kms-endpoint", flags.kms_endpoint.as_deref(), |url| {
             Endpoint::parse(url)
-                .map_err(|e| errors.push(format!("--kms-endpoint {url:?}: {e}")))
-                .ok()
         });
-        let region = flags.kms_region.as_deref().and_then(|r| {
-            check_region(r)
-                .map_err(|e| errors.push(format!("--kms-region {r:?}: {e}")))
-                .ok()
-        });
+        let region = group.value("--kms-region", flags.kms_region.as_deref(), check_region);
         // The region check needs a valid --kms-region; a bad one is reported on its own.
-        let key_id = flags.kms_key_id.as_deref().and_then(|k| {
+        let key_id = group.quiet("--kms-key-id", flags.kms_key_id.as_deref(), |k| {
             KeyArn::parse(k, region.as_deref())
-                .map_err(|e| errors.push(format!("--kms-key-id: {e}")))
-                .ok()
         });
-        let tunnel = flags.kms_tunnel.as_deref().and_then(|t| {
+        let tunnel = group.quiet("--kms-tunnel", flags.kms_tunnel.as_deref(), |t| {
             t.parse::<Address>()
-                .map_err(|e| errors.push(format!("--kms-tunnel: {e}")))
-                .ok()
         });
         let extra_ca_pem = flags.kms_ca_file.as_ref().and_then(|path| {
             read_ca_file(path)
-                .map_err(|e| errors.push(format!("--kms-ca-file {}: {e}", path.display())))
+                .map_err(|e| group.push(format!("--kms-ca-file {}: {e}", path.display())))
                 .ok()
         });
         let mut policy_pcr0 = Vec::new();
         for value in &flags.kms_policy_pcr0 {
-            match check_pcr0(value) {
-                Ok(pcr) => policy_pcr0.push(pcr),
-                Err(e) => errors.push(format!("--kms-policy-pcr0 {value:?}: {e}")),
-            }
+            policy_pcr0.extend(group.value("--kms-policy-pcr0", Some(value), check_pcr0));
         }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        group.finish()?;
         let (Some(endpoint), Some(region), Some(key_id), Some(tunnel)) =
             (endpoint, region, key_id, tunnel)
         else {

@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use crate::flag_group::FlagGroup;
 use crate::kms::arn::PARTITIONS;
 use crate::kms::config::{check_region, read_ca_file, Endpoint};
 
@@ -168,49 +169,37 @@ impl TrustedConfig {
         ];
         let optional_given =
             flags.trusted_store_ca_file.is_some() || flags.trusted_store_forward_port.is_some();
-        if required.iter().all(|(_, v)| v.is_none()) && !optional_given {
+        let Some(mut group) = FlagGroup::given("--trusted-store-*", &required, optional_given)
+        else {
             return Ok(None);
-        }
-        let mut errors: Vec<String> = required
-            .iter()
-            .filter(|(_, v)| v.is_none())
-            .map(|(name, _)| {
-                format!(
-                    "{name} is required when any --trusted-store-* flag is given (all or nothing)"
-                )
-            })
-            .collect();
+        };
         if !kms_configured {
-            errors.push(
+            group.push(
                 "--trusted-store-* needs --kms-*: the table's credentials are sealed under the KMS key"
                     .into(),
             );
         }
-        let endpoint = flags.trusted_store_endpoint.as_deref().and_then(|url| {
-            Endpoint::parse(url)
-                .map_err(|e| errors.push(format!("--trusted-store-endpoint {url:?}: {e}")))
-                .ok()
-        });
-        let region = flags.trusted_store_region.as_deref().and_then(|r| {
-            check_region(r)
-                .map_err(|e| errors.push(format!("--trusted-store-region {r:?}: {e}")))
-                .ok()
-        });
-        let table = flags.trusted_store_table.as_deref().and_then(|t| {
-            TableArn::parse(t, region.as_deref())
-                .map_err(|e| errors.push(format!("--trusted-store-table: {e}")))
-                .ok()
-        });
+        let endpoint = group.value(
+            "--trusted-store-endpoint",
+            flags.trusted_store_endpoint.as_deref(),
+            Endpoint::parse,
+        );
+        let region = group.value(
+            "--trusted-store-region",
+            flags.trusted_store_region.as_deref(),
+            check_region,
+        );
+        let table = group.quiet(
+            "--trusted-store-table",
+            flags.trusted_store_table.as_deref(),
+            |t| TableArn::parse(t, region.as_deref()),
+        );
         let extra_ca_pem = flags.trusted_store_ca_file.as_ref().and_then(|path| {
             read_ca_file(path)
-                .map_err(|e| {
-                    errors.push(format!("--trusted-store-ca-file {}: {e}", path.display()))
-                })
+                .map_err(|e| group.push(format!("--trusted-store-ca-file {}: {e}", path.display())))
                 .ok()
         });
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        group.finish()?;
         let (Some(endpoint), Some(region), Some(table)) = (endpoint, region, table) else {
             unreachable!("every missing or invalid value pushed an error");
         };
