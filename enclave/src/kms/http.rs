@@ -21,6 +21,65 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept at most (each is a tunnel the parent holds open).
 pub const POOL_MAX_IDLE: usize = 8;
 
+/// How an SDK client in the enclave reaches one endpoint: its loopback forwarder into the
+/// parent's tunnel, the URL the SDK calls (the real host name, so TLS verifies it) and the HTTP
+/// client whose resolver knows that one name.
+pub struct Route {
+    /// The forwarder; dropping it stops forwarding.
+    pub forwarder: super::forward::Forwarder,
+    /// `https://HOST[:forwarder port]`.
+    pub url: String,
+    /// The HTTP client.
+    pub http: SharedHttpClient,
+}
+
+/// Why a [`Route`] could not be set up.
+#[derive(Debug)]
+pub enum RouteError {
+    /// The forwarder could not bind 127.0.0.1:`port`.
+    Bind {
+        /// The port asked for.
+        port: u16,
+        /// The bind error.
+        source: std::io::Error,
+    },
+    /// The TLS context could not be built (the message of the SDK's error).
+    Http(String),
+}
+
+/// Sets up the [`Route`] to `endpoint` for `service` through `tunnel`.
+///
+/// # Errors
+/// [`RouteError`].
+pub async fn route(
+    service: super::forward::Service,
+    endpoint: &super::config::Endpoint,
+    forward_port: u16,
+    tunnel: vettid_link::Address,
+    extra_ca_pem: Option<&[u8]>,
+) -> Result<Route, RouteError> {
+    let forwarder =
+        super::forward::Forwarder::start_for(service, forward_port, tunnel, endpoint.authority())
+            .await
+            .map_err(|source| RouteError::Bind {
+                port: forward_port,
+                source,
+            })?;
+    let port = forwarder.local_addr().port();
+    let url = if port == 443 {
+        format!("https://{}", endpoint.host)
+    } else {
+        format!("https://{}:{port}", endpoint.host)
+    };
+    let http = client_for(&endpoint.host, extra_ca_pem, service)
+        .map_err(|e| RouteError::Http(aws_sdk_kms::error::DisplayErrorContext(e).to_string()))?;
+    Ok(Route {
+        forwarder,
+        url,
+        http,
+    })
+}
+
 /// Resolves exactly one host name, to 127.0.0.1 (the forwarder); every other name fails.
 #[derive(Debug, Clone)]
 pub struct LoopbackResolver {

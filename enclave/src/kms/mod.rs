@@ -117,25 +117,23 @@ impl Kms {
         credentials: Arc<dyn CredentialSource>,
     ) -> Result<Self, KmsStartError> {
         let endpoint = &config.endpoint;
-        let forwarder = Forwarder::start(
+        let http::Route {
+            forwarder,
+            url: endpoint_url,
+            http,
+        } = http::route(
+            forward::Service::KMS,
+            endpoint,
             config.forward_port,
             config.tunnel.clone(),
-            endpoint.authority(),
+            config.extra_ca_pem.as_deref(),
         )
         .await
-        .map_err(|source| KmsStartError::Bind {
-            port: config.forward_port,
-            source,
+        .map_err(|e| match e {
+            http::RouteError::Bind { port, source } => KmsStartError::Bind { port, source },
+            http::RouteError::Http(e) => KmsStartError::Http(e),
         })?;
         let rules = policy_rules(&config, nsm.clone()).await?;
-        let port = forwarder.local_addr().port();
-        let endpoint_url = if port == 443 {
-            format!("https://{}", endpoint.host)
-        } else {
-            format!("https://{}:{port}", endpoint.host)
-        };
-        let http = http::client(&endpoint.host, config.extra_ca_pem.as_deref())
-            .map_err(|e| KmsStartError::Http(DisplayErrorContext(e).to_string()))?;
         let sdk_config = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))

@@ -54,6 +54,7 @@ pub use credentials::{
 };
 
 use crate::kms::forward::{Forwarder, Service};
+use crate::kms::http::{Route, RouteError};
 use errors::Kind;
 
 /// Budget for one operation, retries included.
@@ -187,29 +188,22 @@ impl TrustedStore {
         opener: Arc<dyn Opener>,
     ) -> Result<Self, TrustedStartError> {
         let endpoint = config.endpoint.authority();
-        let forwarder = Forwarder::start_for(
+        let Route {
+            forwarder,
+            url,
+            http,
+        } = crate::kms::http::route(
             Service::TRUSTED_STORE,
+            &config.endpoint,
             config.forward_port,
             tunnel.clone(),
-            endpoint.clone(),
+            config.extra_ca_pem.as_deref(),
         )
         .await
-        .map_err(|source| TrustedStartError::Bind {
-            port: config.forward_port,
-            source,
+        .map_err(|e| match e {
+            RouteError::Bind { port, source } => TrustedStartError::Bind { port, source },
+            RouteError::Http(e) => TrustedStartError::Http(e),
         })?;
-        let port = forwarder.local_addr().port();
-        let url = if port == 443 {
-            format!("https://{}", config.endpoint.host)
-        } else {
-            format!("https://{}:{port}", config.endpoint.host)
-        };
-        let http = crate::kms::http::client_for(
-            &config.endpoint.host,
-            config.extra_ca_pem.as_deref(),
-            Service::TRUSTED_STORE,
-        )
-        .map_err(|e| TrustedStartError::Http(DisplayErrorContext(e).to_string()))?;
         let credentials = Arc::new(SealedCredentials::new(
             source,
             opener,
