@@ -212,7 +212,9 @@ impl Fault {
         }
     }
 
-    /// Codes in `row` neither expected for this fault nor [`UNCERTAIN`](super::UNCERTAIN).
+    /// Codes in `row` other than `ok`, `unanswered` and the ones expected for this fault. An
+    /// in-doubt code ([`UNCERTAIN`](super::UNCERTAIN)) the row does not expect counts too: it
+    /// is in doubt, not harmless.
     pub fn unexpected_codes(self, row: &Row) -> Vec<String> {
         row.codes
             .keys()
