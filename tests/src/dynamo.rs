@@ -269,20 +269,6 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {
 pub fn client_for(endpoint: &str, ca_pem: &Path, access_key_id: &str) -> aws_sdk_dynamodb::Client {
     use aws_sdk_dynamodb::config::retry::RetryConfig;
     use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
-    let ca = std::fs::read(ca_pem).expect("read the stand-in's CA");
-    let trust = TrustStore::empty()
-        .with_native_roots(false)
-        .with_pem_certificate(ca);
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-        .tls_context(
-            TlsContext::builder()
-                .with_trust_store(trust)
-                .build()
-                .expect("TLS context"),
-        )
-        .build_with_resolver(crate::kms::Loopback);
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(REGION))
@@ -294,7 +280,7 @@ pub fn client_for(endpoint: &str, ca_pem: &Path, access_key_id: &str) -> aws_sdk
             "test",
         ))
         .endpoint_url(endpoint)
-        .http_client(http)
+        .http_client(crate::kms::loopback_http(ca_pem))
         .retry_config(RetryConfig::disabled())
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)

@@ -281,31 +281,38 @@ impl LocalKms {
 
     fn client_on(&self, port: u16) -> aws_sdk_kms::Client {
         use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
-        use aws_smithy_http_client::tls::{
-            self, rustls_provider::CryptoMode, TlsContext, TrustStore,
-        };
-        let ca = std::fs::read(&self.ca_pem).expect("read the local KMS's CA");
-        let trust = TrustStore::empty()
-            .with_native_roots(false)
-            .with_pem_certificate(ca);
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-            .tls_context(
-                TlsContext::builder()
-                    .with_trust_store(trust)
-                    .build()
-                    .expect("TLS context"),
-            )
-            .build_with_resolver(Loopback);
         let config = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("test", "test", None, None, "test"))
             .endpoint_url(format!("https://{HOST}:{port}"))
-            .http_client(http)
+            .http_client(loopback_http(&self.ca_pem))
             .build();
         aws_sdk_kms::Client::from_conf(config)
     }
+}
+
+/// The HTTP client of every test SDK client: rustls (aws-lc) trusting only the CA at `ca_pem`
+/// (a local server's), every name resolved to 127.0.0.1.
+///
+/// # Panics
+/// If the CA cannot be read or the TLS context built.
+pub fn loopback_http(ca_pem: &Path) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+    let ca =
+        std::fs::read(ca_pem).unwrap_or_else(|e| panic!("read the CA {}: {e}", ca_pem.display()));
+    let trust = TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(ca);
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(
+            TlsContext::builder()
+                .with_trust_store(trust)
+                .build()
+                .expect("TLS context"),
+        )
+        .build_with_resolver(Loopback)
 }
 
 /// Resolves every name to 127.0.0.1 (the local KMS's name is in no DNS).
