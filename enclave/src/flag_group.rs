@@ -38,10 +38,7 @@ impl FlagGroup {
         value: Option<&str>,
         parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> Option<T> {
-        let value = value?;
-        parse(value)
-            .map_err(|e| self.errors.push(format!("{flag} {value:?}: {e}")))
-            .ok()
+        self.parse(flag, value, parse, true)
     }
 
     /// As [`Self::value`], for a value too long or too secret to repeat: `"{flag}: {why}"`.
@@ -51,8 +48,25 @@ impl FlagGroup {
         value: Option<&str>,
         parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> Option<T> {
-        parse(value?)
-            .map_err(|e| self.errors.push(format!("{flag}: {e}")))
+        self.parse(flag, value, parse, false)
+    }
+
+    fn parse<T, E: fmt::Display>(
+        &mut self,
+        flag: &str,
+        value: Option<&str>,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+        repeat_value: bool,
+    ) -> Option<T> {
+        let value = value?;
+        parse(value)
+            .map_err(|e| {
+                self.errors.push(if repeat_value {
+                    format!("{flag} {value:?}: {e}")
+                } else {
+                    format!("{flag}: {e}")
+                })
+            })
             .ok()
     }
 
