@@ -42,8 +42,8 @@ use serde::{Deserialize, Serialize};
 use vettid_vault_crypto::{wrap, Dek, Material};
 use zeroize::Zeroizing;
 
+use crate::error::ClientError;
 use crate::keys::{KeyStore, PublicKey, DEFAULT_PER_OWNER};
-use crate::reply::ClientError;
 use crate::sealing::{SealContext, Sealer};
 use crate::trusted::{TrustedError, TrustedStore};
 

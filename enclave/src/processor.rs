@@ -14,8 +14,9 @@ use vettid_protocol::{
 };
 
 use crate::control;
+use crate::error::ClientError;
 use crate::handlers;
-use crate::reply::{self, Body, ClientError, ReplyCtx};
+use crate::reply::{self, Body, ReplyCtx};
 use crate::router::{self, Route};
 use crate::state::EnclaveState;
 

@@ -12,9 +12,10 @@ use serde_json::{Map, Value};
 use super::verify::Command;
 use super::wire::Target;
 use super::Rejection;
+use crate::error::ClientError;
 use crate::handlers;
 use crate::keys::KeyStore;
-use crate::reply::{Body, ClientError};
+use crate::reply::Body;
 use crate::router::OwnerSpace;
 use crate::state::EnclaveState;
 

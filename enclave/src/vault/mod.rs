@@ -39,7 +39,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 
-use crate::reply::ClientError;
+use crate::error::ClientError;
 use crate::sealing::SealError;
 use crate::trusted::{TrustedError, TrustedStore};
 use record::RecordError;

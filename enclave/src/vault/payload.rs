@@ -6,7 +6,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use crate::reply::ClientError;
+use crate::error::ClientError;
 
 /// Longest base64 field accepted (payloads are bounded by the NATS payload cap anyway).
 const MAX_FIELD_LEN: usize = 256 * 1024;

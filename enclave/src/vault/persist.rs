@@ -13,7 +13,7 @@ use super::{
     kms_error, kms_in_time, record_error, store_error, trusted_error, Loaded, NewVault, Slot,
     Unlocked, Vaults,
 };
-use crate::reply::ClientError;
+use crate::error::ClientError;
 use crate::sealing::{SealContext, Sealer};
 use crate::trusted::TrustedError;
 

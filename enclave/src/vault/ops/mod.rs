@@ -17,8 +17,9 @@ use vettid_vault_crypto::{domain, legacy_ecies, Dek, Domain, PhcHash, Pin, PinVe
 use super::payload::{self, b64};
 use super::record::{Credential, KeyPair, Meta, Secret, State, Utk};
 use super::{now_ms, Slot, Vaults};
+use crate::error::ClientError;
 use crate::keys::TakeError;
-use crate::reply::{Body, ClientError};
+use crate::reply::Body;
 use crate::router::OwnerSpace;
 use crate::sealing::{SealContext, SealError, Sealer};
 use crate::state::EnclaveState;
