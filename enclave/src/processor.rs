@@ -106,9 +106,7 @@ impl Processor {
         }
         match route {
             // Health answers whatever the payload (Lambdas send `{}`, operators send nothing).
-            Route::Health => Ok(Body::Health(Box::new(handlers::health::handle(
-                &self.state,
-            )))),
+            Route::Health => Ok(Body::typed(handlers::health::handle(&self.state))),
             Route::LambdaAttestation => handlers::attestation::handle(&self.state, None, &request?)
                 .await
                 .map(Body::from),

@@ -164,9 +164,7 @@ pub async fn execute<A: VaultAdmin>(
         Body::Object(m)
     };
     match (cmd.kind, &cmd.target) {
-        (CommandKind::HealthRequest, _) => {
-            Ok(Body::Health(Box::new(handlers::health::handle(state))))
-        }
+        (CommandKind::HealthRequest, _) => Ok(Body::typed(handlers::health::handle(state))),
         (CommandKind::Drain, _) => {
             state.control.begin_drain();
             let mut m = Map::new();
