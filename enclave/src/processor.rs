@@ -118,9 +118,7 @@ impl Processor {
             },
             Route::UnsignedReset => Err(ClientError::UnsignedReset),
             // Parsed again strictly from the raw bytes: duplicate keys must be refused, not resolved.
-            Route::Control { scope, command } => {
-                control::handle(&self.state, scope, command, payload).await
-            }
+            Route::Control { scope, command } => self.control(scope, command, payload).await,
             Route::Peer { .. } => Err(ClientError::NotSupported),
             #[cfg(feature = "dev")]
             Route::DevSleep => handlers::dev::sleep(&request?).await.map(Body::from),
@@ -163,6 +161,25 @@ impl Processor {
         }))
         .await
         .unwrap_or(Err(ClientError::Internal))
+    }
+
+    /// Verifies and runs a signed control command, with the admin that fits this enclave:
+    /// without a sealer no vault can exist here, so only the attestation keys are the user's.
+    async fn control(
+        &self,
+        scope: &router::ControlScope,
+        command: &str,
+        payload: &[u8],
+    ) -> Result<Body, ClientError> {
+        let state: &EnclaveState = &self.state;
+        let health = || Body::typed(handlers::health::handle(state));
+        if state.sealer.is_some() {
+            let admin = crate::vault::VaultAdminImpl::new(state);
+            control::handle(&state.control, &admin, health, scope, command, payload).await
+        } else {
+            let admin = control::InEnclaveAdmin::new(&state.keys);
+            control::handle(&state.control, &admin, health, scope, command, payload).await
+        }
     }
 
     /// A document for the parent's own check of this enclave: its nonce, nothing else.

@@ -11,13 +11,11 @@ use serde_json::{Map, Value};
 
 use super::verify::Command;
 use super::wire::Target;
-use super::Rejection;
+use super::{ControlState, Rejection};
 use crate::error::ClientError;
-use crate::handlers;
 use crate::keys::KeyStore;
 use crate::reply::Body;
 use crate::router::OwnerSpace;
-use crate::state::EnclaveState;
 
 /// Longest `params.reason`.
 pub const MAX_REASON_LEN: usize = 256;
@@ -146,13 +144,15 @@ impl VaultAdmin for InEnclaveAdmin<'_> {
     }
 }
 
-/// Runs a verified command.
+/// Runs a verified command: `drain` on `control`, per-user commands through `admin`,
+/// `health.request` by calling `health`.
 ///
 /// # Errors
 /// [`ClientError::Busy`] when the vault is unavailable.
 pub async fn execute<A: VaultAdmin>(
-    state: &EnclaveState,
+    control: &ControlState,
     admin: &A,
+    health: impl FnOnce() -> Body,
     cmd: &Command,
 ) -> Result<Body, ClientError> {
     let user_op = |status: &str, user: &OwnerSpace, removed: usize| {
@@ -164,9 +164,9 @@ pub async fn execute<A: VaultAdmin>(
         Body::Object(m)
     };
     match (cmd.kind, &cmd.target) {
-        (CommandKind::HealthRequest, _) => Ok(Body::typed(handlers::health::handle(state))),
+        (CommandKind::HealthRequest, _) => Ok(health()),
         (CommandKind::Drain, _) => {
-            state.control.begin_drain();
+            control.begin_drain();
             let mut m = Map::new();
             m.insert("status".into(), "draining".into());
             m.insert("command_id".into(), cmd.id.clone().into());

@@ -30,7 +30,6 @@ pub use wire::Target;
 use crate::error::ClientError;
 use crate::reply::Body;
 use crate::router::ControlScope;
-use crate::state::EnclaveState;
 
 /// The enclave's lifecycle as far as control is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +47,7 @@ impl Phase {
     }
 }
 
-/// Control state held in [`EnclaveState`].
+/// Control state held in [`crate::EnclaveState`].
 #[derive(Debug)]
 pub struct ControlState {
     verifier: Verifier,
@@ -97,16 +96,22 @@ impl ControlState {
 
 /// Verifies and runs one control command received on a subject with `scope` and `command`.
 ///
+/// What a command acts on comes from the caller: `admin` for users' vaults, `health` for the
+/// health reply (built only for `health.request`). Control then depends on neither the vault
+/// nor the enclave's state, and the processor, which knows whether a vault can exist here,
+/// chooses the admin.
+///
 /// # Errors
 /// [`ClientError::ControlRejected`] naming the reason, or [`ClientError::Busy`].
-pub async fn handle(
-    state: &EnclaveState,
+pub async fn handle<A: VaultAdmin>(
+    control: &ControlState,
+    admin: &A,
+    health: impl FnOnce() -> Body,
     scope: &ControlScope,
     command: &str,
     payload: &[u8],
 ) -> Result<Body, ClientError> {
-    let cmd = state
-        .control
+    let cmd = control
         .verifier()
         .verify(scope, command, payload, now_ms())
         .inspect_err(|r| tracing::warn!(command, reason = %r, "control command refused"))?;
@@ -119,12 +124,7 @@ pub async fn handle(
         reason = cmd.reason.as_deref().unwrap_or(""),
         "control command accepted"
     );
-    // Without a sealer no vault can exist here: only the attestation keys are the user's.
-    if state.sealer.is_some() {
-        commands::execute(state, &crate::vault::VaultAdminImpl::new(state), &cmd).await
-    } else {
-        commands::execute(state, &InEnclaveAdmin::new(&state.keys), &cmd).await
-    }
+    commands::execute(control, admin, health, &cmd).await
 }
 
 /// Wall-clock milliseconds since the Unix epoch (the enclave's clock, from the hypervisor).
