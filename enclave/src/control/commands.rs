@@ -1,4 +1,5 @@
-//! The control commands and what each does once verified.
+//! The control commands: the closed set ([`CommandKind`]), a verified [`Command`] (what
+//! [`super::verify`] produces from a signed envelope), and what each does once verified.
 //!
 //! `vault.reset` and `credential.delete` replace VettID's unsigned `enclave.vault.reset` (G6):
 //! they only ever run from a command signed for exactly that user. The vault does not exist yet,
@@ -9,7 +10,6 @@ use std::future::Future;
 
 use serde_json::{Map, Value};
 
-use super::verify::Command;
 use super::wire::Target;
 use super::{ControlState, Rejection};
 use crate::error::ClientError;
@@ -64,6 +64,26 @@ impl CommandKind {
             Self::VaultReset | Self::CredentialDelete => matches!(target, Target::User(_)),
         }
     }
+}
+
+/// A verified command, ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// Its unique id.
+    pub id: String,
+    /// What to do.
+    pub kind: CommandKind,
+    /// Whom to do it to.
+    pub target: Target,
+    /// Optional `params.reason`, for the audit log.
+    pub reason: Option<String>,
+    /// Who signed it.
+    pub issued_by: String,
+    /// With which key.
+    pub key_id: String,
+    /// When it was signed (Unix ms): per-user commands apply only if newer than the last one
+    /// applied to that vault, fleet-wide when vaults are anchored.
+    pub issued_at_ms: u64,
 }
 
 /// Every command takes the same params today: an optional `reason` string (≤ 256 characters)

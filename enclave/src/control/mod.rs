@@ -21,10 +21,10 @@ pub mod wire;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use commands::{AdminError, CommandKind, InEnclaveAdmin, VaultAdmin};
+pub use commands::{AdminError, Command, CommandKind, InEnclaveAdmin, VaultAdmin};
 pub use keys::{KeyFileError, VerifyingKeys};
 pub use rejection::Rejection;
-pub use verify::{Command, Verifier};
+pub use verify::Verifier;
 pub use wire::Target;
 
 use crate::error::ClientError;
