@@ -14,6 +14,7 @@
 //! The server core does not know the vault (STYLE rule 4): [`server::serve`] drives connections
 //! and hands each request to a [`vettid_link::Handler`], implemented by [`processor::Processor`].
 
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod deadline;

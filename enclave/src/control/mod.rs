@@ -19,7 +19,6 @@ pub mod verify;
 pub mod wire;
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use commands::{AdminError, Command, CommandKind, InEnclaveAdmin, VaultAdmin};
 pub use keys::{KeyFileError, VerifyingKeys};
@@ -27,6 +26,7 @@ pub use rejection::Rejection;
 pub use verify::Verifier;
 pub use wire::Target;
 
+use crate::clock::now_ms;
 use crate::error::ClientError;
 use crate::reply::Body;
 use crate::router::ControlScope;
@@ -125,14 +125,6 @@ pub async fn handle<A: VaultAdmin>(
         "control command accepted"
     );
     commands::execute(control, admin, health, &cmd).await
-}
-
-/// Wall-clock milliseconds since the Unix epoch (the enclave's clock, from the hypervisor).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// `dev-{hostname}`, the same default the parent uses when no `enclave_id` is configured (one

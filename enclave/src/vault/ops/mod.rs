@@ -16,7 +16,8 @@ use vettid_vault_crypto::{domain, legacy_ecies, Dek, Domain, PhcHash, Pin, PinVe
 
 use super::payload::{self, b64};
 use super::record::{Credential, KeyPair, Meta, Secret, State, Utk};
-use super::{now_ms, Slot, Vaults};
+use super::{Slot, Vaults};
+use crate::clock::now_ms;
 use crate::error::ClientError;
 use crate::keys::TakeError;
 use crate::reply::Body;
