@@ -17,6 +17,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use crate::error::ClientError;
+use crate::sealing::SealError;
+
 tokio::task_local! {
     static DEADLINE: Option<Instant>;
 }
@@ -69,6 +72,19 @@ pub async fn within<F: Future>(f: F) -> Option<F::Output> {
         Some(left) if left.is_zero() => None,
         Some(left) => tokio::time::timeout(left, f).await.ok(),
     }
+}
+
+/// A KMS call bounded by the request's deadline: not started when no time is left
+/// (`deadline_exceeded`); `KMSUnavailable` when KMS does not answer before it.
+///
+/// # Errors
+/// [`ClientError::DeadlineExceeded`] when the call could not start; the call's own outcome
+/// (with a timeout as [`SealError::Unavailable`]) is the `Ok` value.
+pub(crate) async fn kms_in_time<T>(
+    call: impl Future<Output = Result<T, SealError>>,
+) -> Result<Result<T, SealError>, ClientError> {
+    limit(Duration::MAX).map_err(|_| ClientError::DeadlineExceeded)?;
+    Ok(within(call).await.unwrap_or(Err(SealError::Unavailable)))
 }
 
 #[cfg(test)]

@@ -42,8 +42,8 @@ use serde::{Deserialize, Serialize};
 use vettid_vault_crypto::{wrap, Dek, Material};
 use zeroize::Zeroizing;
 
+use crate::error::ClientError;
 use crate::keys::{KeyStore, PublicKey, DEFAULT_PER_OWNER};
-use crate::reply::ClientError;
 use crate::sealing::{SealContext, Sealer};
 use crate::trusted::{TrustedError, TrustedStore};
 
@@ -187,10 +187,11 @@ impl FleetKeys {
                         .map_err(trusted_error)?;
                     if let Some(item) = existing {
                         let sealed =
-                            crate::vault::kms_in_time(sealer.unseal(&item.body, &context)).await?;
+                            crate::deadline::kms_in_time(sealer.unseal(&item.body, &context))
+                                .await?;
                         return sealed.map_err(kms);
                     }
-                    let (material, blob) = crate::vault::kms_in_time(sealer.generate(&context))
+                    let (material, blob) = crate::deadline::kms_in_time(sealer.generate(&context))
                         .await?
                         .map_err(kms)?;
                     match self.trusted.create(FLEET_KEY_ITEM, &blob, None).await {
@@ -245,7 +246,7 @@ impl FleetKeys {
         public: &PublicKey,
     ) -> Result<(), ClientError> {
         let fleet = self.key(sealer).await?;
-        let now = crate::vault::now_ms();
+        let now = crate::clock::now_ms();
         let expires_ms = now + self.ttl.as_millis() as u64;
         let sealed = wrap::seal(fleet.expose(), &aad(owner, public, expires_ms), private)
             .map_err(|_| ClientError::Internal)?;
@@ -292,7 +293,7 @@ impl FleetKeys {
                 return Err(ClientError::AttestationKeyRequired);
             };
             let mut list = decode(&item.body)?;
-            let now = crate::vault::now_ms();
+            let now = crate::clock::now_ms();
             list.retain(|w| w.expires_ms > now);
             if list.is_empty() {
                 return Err(ClientError::AttestationKeyRequired);
@@ -349,7 +350,7 @@ impl FleetKeys {
         ttl: Duration,
     ) -> Result<(), ClientError> {
         let fleet = self.key(sealer).await?;
-        let expires_ms = crate::vault::now_ms() + ttl.as_millis() as u64;
+        let expires_ms = crate::clock::now_ms() + ttl.as_millis() as u64;
         let sealed = wrap::seal(
             fleet.expose(),
             &session_aad(owner, expires_ms, verifier),
@@ -400,7 +401,7 @@ impl FleetKeys {
             tracing::error!(owner, "unlock session item does not parse");
             return Ok(None);
         };
-        if session.expires_ms <= crate::vault::now_ms() || session.verifier != verifier {
+        if session.expires_ms <= crate::clock::now_ms() || session.verifier != verifier {
             return Ok(None);
         }
         let fleet = self.key(sealer).await?;

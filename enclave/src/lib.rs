@@ -3,7 +3,8 @@
 //! This crate runs inside the Nitro Enclave and is the only place where keys, PINs and vault
 //! records exist in plaintext. It owns: the accept loop on the parent link ([`server`]), the
 //! routing of NATS subjects to handlers ([`router`]), the JSON shapes the deployed VettID apps and
-//! Lambdas expect ([`reply`]), and short-lived attestation keys ([`keys`]).
+//! Lambdas expect ([`reply`]) with the errors they may carry ([`error`]), and short-lived
+//! attestation keys ([`keys`]).
 //!
 //! What it must never do: trust the parent. Every byte from the link is untrusted input, validated
 //! once at decode into domain types (subjects, owner GUIDs, nonces); security decisions (replay,
@@ -13,9 +14,11 @@
 //! The server core does not know the vault (STYLE rule 4): [`server::serve`] drives connections
 //! and hands each request to a [`vettid_link::Handler`], implemented by [`processor::Processor`].
 
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod deadline;
+pub mod error;
 mod flag_group;
 pub mod fleet;
 pub mod handlers;

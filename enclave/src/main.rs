@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use vettid_enclave::control::{self, ControlState, Verifier, VerifyingKeys};
-use vettid_enclave::{server, EnclaveConfig, EnclaveState, Processor};
+use vettid_enclave::{clock, server, EnclaveConfig, EnclaveState, Processor};
 use vettid_link::{Address, LinkConfig, Listener};
 use vettid_protocol::Role;
 
@@ -185,7 +185,7 @@ fn control_state(args: &Args) -> Result<ControlState, Vec<String>> {
     Ok(ControlState::new(Verifier::new(
         keys,
         enclave_id,
-        control::now_ms(),
+        clock::now_ms(),
         control::replay::DEFAULT_REPLAY_CAPACITY,
     )))
 }

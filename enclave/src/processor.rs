@@ -14,8 +14,9 @@ use vettid_protocol::{
 };
 
 use crate::control;
+use crate::error::ClientError;
 use crate::handlers;
-use crate::reply::{self, Body, ClientError, ReplyCtx};
+use crate::reply::{self, Body, ReplyCtx};
 use crate::router::{self, Route};
 use crate::state::EnclaveState;
 
@@ -105,9 +106,7 @@ impl Processor {
         }
         match route {
             // Health answers whatever the payload (Lambdas send `{}`, operators send nothing).
-            Route::Health => Ok(Body::Health(Box::new(handlers::health::handle(
-                &self.state,
-            )))),
+            Route::Health => Ok(Body::typed(handlers::health::handle(&self.state))),
             Route::LambdaAttestation => handlers::attestation::handle(&self.state, None, &request?)
                 .await
                 .map(Body::from),
@@ -119,9 +118,7 @@ impl Processor {
             },
             Route::UnsignedReset => Err(ClientError::UnsignedReset),
             // Parsed again strictly from the raw bytes: duplicate keys must be refused, not resolved.
-            Route::Control { scope, command } => {
-                control::handle(&self.state, scope, command, payload).await
-            }
+            Route::Control { scope, command } => self.control(scope, command, payload).await,
             Route::Peer { .. } => Err(ClientError::NotSupported),
             #[cfg(feature = "dev")]
             Route::DevSleep => handlers::dev::sleep(&request?).await.map(Body::from),
@@ -165,6 +162,25 @@ impl Processor {
         }))
         .await
         .unwrap_or(Err(ClientError::Internal))
+    }
+
+    /// Verifies and runs a signed control command, with the admin that fits this enclave:
+    /// without a sealer no vault can exist here, so only the attestation keys are the user's.
+    async fn control(
+        &self,
+        scope: &router::ControlScope,
+        command: &str,
+        payload: &[u8],
+    ) -> Result<Body, ClientError> {
+        let state: &EnclaveState = &self.state;
+        let health = || Body::typed(handlers::health::handle(state));
+        if state.sealer.is_some() {
+            let admin = crate::vault::VaultAdminImpl::new(state.vault_services());
+            control::handle(&state.control, &admin, health, scope, command, payload).await
+        } else {
+            let admin = control::InEnclaveAdmin::new(&state.keys);
+            control::handle(&state.control, &admin, health, scope, command, payload).await
+        }
     }
 
     /// A document for the parent's own check of this enclave: its nonce, nothing else.

@@ -4,6 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use vettid_enclave::error::ClientError;
 use vettid_enclave::handlers::attestation::nonce;
 use vettid_enclave::reply::{self, ReplyCtx};
 use vettid_enclave::router::route;
@@ -19,6 +20,6 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(n) = nonce(&obj) {
             assert!(!n.is_empty() && n.len() <= 512);
         }
-        let _ = reply::error(reply::ClientError::InvalidJson, &ctx);
+        let _ = reply::error(ClientError::InvalidJson, &ctx);
     }
 });

@@ -1,4 +1,5 @@
-//! The control commands and what each does once verified.
+//! The control commands: the closed set ([`CommandKind`]), a verified [`Command`] (what
+//! [`super::verify`] produces from a signed envelope), and what each does once verified.
 //!
 //! `vault.reset` and `credential.delete` replace VettID's unsigned `enclave.vault.reset` (G6):
 //! they only ever run from a command signed for exactly that user. The vault does not exist yet,
@@ -9,14 +10,12 @@ use std::future::Future;
 
 use serde_json::{Map, Value};
 
-use super::verify::Command;
 use super::wire::Target;
-use super::Rejection;
-use crate::handlers;
+use super::{ControlState, Rejection};
+use crate::error::ClientError;
 use crate::keys::KeyStore;
-use crate::reply::{Body, ClientError};
+use crate::reply::Body;
 use crate::router::OwnerSpace;
-use crate::state::EnclaveState;
 
 /// Longest `params.reason`.
 pub const MAX_REASON_LEN: usize = 256;
@@ -65,6 +64,26 @@ impl CommandKind {
             Self::VaultReset | Self::CredentialDelete => matches!(target, Target::User(_)),
         }
     }
+}
+
+/// A verified command, ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// Its unique id.
+    pub id: String,
+    /// What to do.
+    pub kind: CommandKind,
+    /// Whom to do it to.
+    pub target: Target,
+    /// Optional `params.reason`, for the audit log.
+    pub reason: Option<String>,
+    /// Who signed it.
+    pub issued_by: String,
+    /// With which key.
+    pub key_id: String,
+    /// When it was signed (Unix ms): per-user commands apply only if newer than the last one
+    /// applied to that vault, fleet-wide when vaults are anchored.
+    pub issued_at_ms: u64,
 }
 
 /// Every command takes the same params today: an optional `reason` string (≤ 256 characters)
@@ -145,13 +164,15 @@ impl VaultAdmin for InEnclaveAdmin<'_> {
     }
 }
 
-/// Runs a verified command.
+/// Runs a verified command: `drain` on `control`, per-user commands through `admin`,
+/// `health.request` by calling `health`.
 ///
 /// # Errors
 /// [`ClientError::Busy`] when the vault is unavailable.
 pub async fn execute<A: VaultAdmin>(
-    state: &EnclaveState,
+    control: &ControlState,
     admin: &A,
+    health: impl FnOnce() -> Body,
     cmd: &Command,
 ) -> Result<Body, ClientError> {
     let user_op = |status: &str, user: &OwnerSpace, removed: usize| {
@@ -163,11 +184,9 @@ pub async fn execute<A: VaultAdmin>(
         Body::Object(m)
     };
     match (cmd.kind, &cmd.target) {
-        (CommandKind::HealthRequest, _) => {
-            Ok(Body::Health(Box::new(handlers::health::handle(state))))
-        }
+        (CommandKind::HealthRequest, _) => Ok(health()),
         (CommandKind::Drain, _) => {
-            state.control.begin_drain();
+            control.begin_drain();
             let mut m = Map::new();
             m.insert("status".into(), "draining".into());
             m.insert("command_id".into(), cmd.id.clone().into());

@@ -13,85 +13,23 @@
 
 pub mod commands;
 pub mod keys;
+pub mod rejection;
 pub mod replay;
 pub mod verify;
 pub mod wire;
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use commands::{AdminError, CommandKind, InEnclaveAdmin, VaultAdmin};
+pub use commands::{AdminError, Command, CommandKind, InEnclaveAdmin, VaultAdmin};
 pub use keys::{KeyFileError, VerifyingKeys};
-pub use verify::{Command, Verifier};
+pub use rejection::Rejection;
+pub use verify::Verifier;
 pub use wire::Target;
 
-use crate::reply::{Body, ClientError};
+use crate::clock::now_ms;
+use crate::error::ClientError;
+use crate::reply::Body;
 use crate::router::ControlScope;
-use crate::state::EnclaveState;
-
-/// Why a control command was refused. Each text is fixed and names the reason; none says which
-/// byte was wrong or echoes the input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Rejection {
-    /// No `--control-keys` were configured.
-    #[error("control command rejected: no control keys configured")]
-    Disabled,
-    /// Not the exact command shape (strict JSON, known members, right types).
-    #[error("control command rejected: malformed command")]
-    Malformed,
-    /// No `signature`.
-    #[error("control command rejected: unsigned")]
-    Unsigned,
-    /// `key_id` is not one of the enclave's keys.
-    #[error("control command rejected: unknown key")]
-    UnknownKey,
-    /// The signature does not verify (tampered, or signed by another key).
-    #[error("control command rejected: bad signature")]
-    BadSignature,
-    /// `command` is not one the enclave knows.
-    #[error("control command rejected: unknown command")]
-    UnknownCommand,
-    /// The subject's command token differs from the signed `command`.
-    #[error("control command rejected: command does not match subject")]
-    CommandMismatch,
-    /// The subject's scope differs from the signed `target`, or names another enclave.
-    #[error("control command rejected: wrong target")]
-    WrongTarget,
-    /// The command does not apply to this kind of target (e.g. a fleet-wide vault reset).
-    #[error("control command rejected: command not allowed for this target")]
-    NotForTarget,
-    /// `expires_at` has passed.
-    #[error("control command rejected: expired")]
-    Expired,
-    /// `issued_at` is more than the allowed skew ahead of the enclave's clock.
-    #[error("control command rejected: issued in the future")]
-    NotYetValid,
-    /// `expires_at` is not after `issued_at`, or the window exceeds 5 minutes.
-    #[error("control command rejected: validity window empty or longer than 5 minutes")]
-    BadWindow,
-    /// Issued before this enclave started (it cannot know whether it already ran).
-    #[error("control command rejected: issued before this enclave started")]
-    BeforeStart,
-    /// `params` holds something other than an optional `reason` string.
-    #[error("control command rejected: unsupported params")]
-    BadParams,
-    /// `command_id` already ran within its validity window.
-    #[error("control command rejected: replayed")]
-    Replayed,
-    /// The replay cache is full of live ids; answered as `busy`.
-    #[error("control command rejected: replay cache full")]
-    ReplayCacheFull,
-}
-
-impl From<Rejection> for ClientError {
-    fn from(r: Rejection) -> Self {
-        match r {
-            Rejection::ReplayCacheFull => ClientError::Busy,
-            r => ClientError::ControlRejected(r),
-        }
-    }
-}
 
 /// The enclave's lifecycle as far as control is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +47,7 @@ impl Phase {
     }
 }
 
-/// Control state held in [`EnclaveState`].
+/// Control state held in [`crate::EnclaveState`].
 #[derive(Debug)]
 pub struct ControlState {
     verifier: Verifier,
@@ -158,16 +96,22 @@ impl ControlState {
 
 /// Verifies and runs one control command received on a subject with `scope` and `command`.
 ///
+/// What a command acts on comes from the caller: `admin` for users' vaults, `health` for the
+/// health reply (built only for `health.request`). Control then depends on neither the vault
+/// nor the enclave's state, and the processor, which knows whether a vault can exist here,
+/// chooses the admin.
+///
 /// # Errors
 /// [`ClientError::ControlRejected`] naming the reason, or [`ClientError::Busy`].
-pub async fn handle(
-    state: &EnclaveState,
+pub async fn handle<A: VaultAdmin>(
+    control: &ControlState,
+    admin: &A,
+    health: impl FnOnce() -> Body,
     scope: &ControlScope,
     command: &str,
     payload: &[u8],
 ) -> Result<Body, ClientError> {
-    let cmd = state
-        .control
+    let cmd = control
         .verifier()
         .verify(scope, command, payload, now_ms())
         .inspect_err(|r| tracing::warn!(command, reason = %r, "control command refused"))?;
@@ -180,25 +124,7 @@ pub async fn handle(
         reason = cmd.reason.as_deref().unwrap_or(""),
         "control command accepted"
     );
-    // Without a sealer no vault can exist here: only the attestation keys are the user's.
-    if state.sealer.is_some() {
-        commands::execute(
-            state,
-            &crate::vault::VaultAdminImpl::new(state.vault_services()),
-            &cmd,
-        )
-        .await
-    } else {
-        commands::execute(state, &InEnclaveAdmin::new(&state.keys), &cmd).await
-    }
-}
-
-/// Wall-clock milliseconds since the Unix epoch (the enclave's clock, from the hypervisor).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    commands::execute(control, admin, health, &cmd).await
 }
 
 /// `dev-{hostname}`, the same default the parent uses when no `enclave_id` is configured (one

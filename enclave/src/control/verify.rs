@@ -8,7 +8,7 @@
 //!
 //! The clock is a parameter (`now_ms`), so every time rule is unit-tested without sleeping.
 
-use super::commands::{self, CommandKind};
+use super::commands::{self, Command, CommandKind};
 use super::keys::VerifyingKeys;
 use super::replay::ReplayCache;
 use super::wire::{self, Target};
@@ -21,26 +21,6 @@ pub const MAX_VALIDITY_MS: u64 = 5 * 60 * 1000;
 
 /// How far `issued_at` may be ahead of the enclave's clock (signer clock skew).
 pub const MAX_CLOCK_SKEW_MS: u64 = 60 * 1000;
-
-/// A verified command, ready to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
-    /// Its unique id.
-    pub id: String,
-    /// What to do.
-    pub kind: CommandKind,
-    /// Whom to do it to.
-    pub target: Target,
-    /// Optional `params.reason`, for the audit log.
-    pub reason: Option<String>,
-    /// Who signed it.
-    pub issued_by: String,
-    /// With which key.
-    pub key_id: String,
-    /// When it was signed (Unix ms): per-user commands apply only if newer than the last one
-    /// applied to that vault, fleet-wide when vaults are anchored.
-    pub issued_at_ms: u64,
-}
 
 /// Verifies control commands addressed to this enclave.
 #[derive(Debug)]

@@ -15,8 +15,8 @@ use base64::Engine;
 use serde_json::{Map, Value};
 use vettid_nsm::{AttestationRequest, MAX_NONCE_LEN};
 
+use crate::error::ClientError;
 use crate::keys::KeyError;
-use crate::reply::ClientError;
 use crate::router::OwnerSpace;
 use crate::state::EnclaveState;
 

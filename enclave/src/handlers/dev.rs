@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::reply::ClientError;
+use crate::error::ClientError;
 
 /// Longest sleep accepted.
 pub const MAX_SLEEP_MS: u64 = 10_000;

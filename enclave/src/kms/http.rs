@@ -47,31 +47,36 @@ pub enum RouteError {
     Http(String),
 }
 
-/// Sets up the [`Route`] to `endpoint` for `service` through `tunnel`.
+/// Sets up the [`Route`] to `host`:`port` (as the parent reaches it) for `service` through
+/// `tunnel`.
 ///
 /// # Errors
 /// [`RouteError`].
 pub async fn route(
     service: super::forward::Service,
-    endpoint: &super::config::Endpoint,
+    (host, port): (&str, u16),
     forward_port: u16,
     tunnel: vettid_link::Address,
     extra_ca_pem: Option<&[u8]>,
 ) -> Result<Route, RouteError> {
-    let forwarder =
-        super::forward::Forwarder::start_for(service, forward_port, tunnel, endpoint.authority())
-            .await
-            .map_err(|source| RouteError::Bind {
-                port: forward_port,
-                source,
-            })?;
-    let port = forwarder.local_addr().port();
-    let url = if port == 443 {
-        format!("https://{}", endpoint.host)
+    let forwarder = super::forward::Forwarder::start_for(
+        service,
+        forward_port,
+        tunnel,
+        format!("{host}:{port}"),
+    )
+    .await
+    .map_err(|source| RouteError::Bind {
+        port: forward_port,
+        source,
+    })?;
+    let local = forwarder.local_addr().port();
+    let url = if local == 443 {
+        format!("https://{host}")
     } else {
-        format!("https://{}:{port}", endpoint.host)
+        format!("https://{host}:{local}")
     };
-    let http = client_for(&endpoint.host, extra_ca_pem, service)
+    let http = client_for(host, extra_ca_pem, service)
         .map_err(|e| RouteError::Http(aws_sdk_kms::error::DisplayErrorContext(e).to_string()))?;
     Ok(Route {
         forwarder,

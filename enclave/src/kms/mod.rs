@@ -123,7 +123,7 @@ impl Kms {
             http,
         } = http::route(
             forward::Service::KMS,
-            endpoint,
+            (&endpoint.host, endpoint.port),
             config.forward_port,
             config.tunnel.clone(),
             config.extra_ca_pem.as_deref(),

@@ -194,7 +194,7 @@ impl TrustedStore {
             http,
         } = crate::kms::http::route(
             Service::TRUSTED_STORE,
-            &config.endpoint,
+            (&config.endpoint.host, config.endpoint.port),
             config.forward_port,
             tunnel.clone(),
             config.extra_ca_pem.as_deref(),

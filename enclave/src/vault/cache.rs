@@ -10,7 +10,7 @@ use vettid_vault_crypto::{Dek, Material};
 use super::anchor::Anchored;
 use super::record::{Meta, State, StoredVault};
 use super::Vaults;
-use crate::reply::ClientError;
+use crate::error::ClientError;
 
 /// A vault in memory.
 pub(crate) struct Loaded {

@@ -4,7 +4,7 @@
 use vettid_vault_crypto::{Dek, Material, Pin};
 
 use super::Vaults;
-use crate::reply::ClientError;
+use crate::error::ClientError;
 
 impl Vaults {
     /// Argon2id on the blocking pool under the memory semaphore.

@@ -37,11 +37,10 @@ pub mod store;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 
-use crate::reply::ClientError;
+use crate::error::ClientError;
 use crate::sealing::SealError;
 use crate::trusted::{TrustedError, TrustedStore};
 use record::RecordError;
@@ -133,25 +132,6 @@ impl Vaults {
     pub fn config(&self) -> &VaultConfig {
         &self.config
     }
-}
-
-/// Unix milliseconds now.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// A KMS call bounded by the request's deadline: not started when no time is left
-/// (`deadline_exceeded`); `KMSUnavailable` when KMS does not answer before it.
-pub(crate) async fn kms_in_time<T>(
-    call: impl std::future::Future<Output = Result<T, SealError>>,
-) -> Result<Result<T, SealError>, ClientError> {
-    crate::deadline::limit(std::time::Duration::MAX).map_err(|_| ClientError::DeadlineExceeded)?;
-    Ok(crate::deadline::within(call)
-        .await
-        .unwrap_or(Err(SealError::Unavailable)))
 }
 
 fn store_error(e: StoreError) -> ClientError {

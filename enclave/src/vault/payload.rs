@@ -6,7 +6,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use crate::reply::ClientError;
+use crate::error::ClientError;
 
 /// Parses a decrypted plaintext as a JSON object. The parsed values are not zeroized by
 /// serde_json; callers copy secrets into zeroizing containers at once and drop the map.

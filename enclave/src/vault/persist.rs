@@ -10,10 +10,10 @@ use super::anchor::{self, Anchored, Mark, Verdict};
 use super::record::{self, Meta, State, StoredVault};
 use super::store::StoreError;
 use super::{
-    kms_error, kms_in_time, record_error, store_error, trusted_error, Loaded, NewVault, Slot,
-    Unlocked, Vaults,
+    kms_error, record_error, store_error, trusted_error, Loaded, NewVault, Slot, Unlocked, Vaults,
 };
-use crate::reply::ClientError;
+use crate::deadline::kms_in_time;
+use crate::error::ClientError;
 use crate::sealing::{SealContext, Sealer};
 use crate::trusted::TrustedError;
 

@@ -17,10 +17,12 @@ use vettid_vault_crypto::{domain, legacy_ecies, Dek, Domain, PhcHash, Pin, PinVe
 use super::payload::{self, b64};
 use super::record::{Credential, KeyPair, Meta, Secret, State, Utk};
 use super::request::{self, Plaintext, ReadPlain, ReadRequest, UtkRequest, VaultOp};
-use super::{now_ms, Services, Slot, Vaults};
+use super::{Services, Slot, Vaults};
+use crate::clock::now_ms;
+use crate::error::ClientError;
 use crate::fleet::FleetKeys;
 use crate::keys::{KeyStore, TakeError};
-use crate::reply::{Body, ClientError};
+use crate::reply::Body;
 use crate::router::OwnerSpace;
 use crate::sealing::{SealContext, SealError, Sealer};
 use vettid_vault_crypto::v2;

@@ -153,7 +153,7 @@ impl Ctx<'_> {
             return Err(ClientError::AlreadyEnrolled);
         }
         let at = self.vaults.enrolment(self.owner).await?;
-        let generated = super::super::kms_in_time(
+        let generated = crate::deadline::kms_in_time(
             self.sealer
                 .generate(&SealContext::vault_material(self.owner)),
         )

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::fields::{self, FieldError, Key32, Sealed, Text, Two, Unknown};
-use crate::reply::ClientError;
+use crate::error::ClientError;
 
 mod plaintext;
 

@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::reply::ClientError;
+use crate::error::ClientError;
 use crate::vault::fields::{self, Base64, Bounded, FieldError, Key32, Text, Unknown};
 
 /// Longest secret name / category.

@@ -37,7 +37,7 @@ pub(super) fn policy(h: &Harness) -> vettid_attestation::Policy {
 }
 
 pub(super) fn now() -> u64 {
-    crate::vault::now_ms()
+    crate::clock::now_ms()
 }
 
 /// Sends `out` and checks its answer as the app does.
