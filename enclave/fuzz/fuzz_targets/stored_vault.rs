@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vettid_enclave::vault::payload;
+use vettid_enclave::vault::request::{self, VaultOp};
 use vettid_enclave::vault::record::{open_meta, open_state, StoredVault};
 use vettid_vault_crypto::{Dek, Material};
 
@@ -17,12 +17,24 @@ fuzz_target!(|data: &[u8]| {
             panic!("forged meta accepted");
         }
     }
-    // The same bytes as an app payload object.
+    // The same bytes as an app request to every operation (v1 accepted or not), and as every
+    // plaintext an envelope may seal: typed errors, never a panic.
     if let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(data) {
-        let body = payload::body(&obj);
-        let _ = payload::string(body, "utk_id");
-        let _ = payload::base64(body, "encrypted_payload");
-        let _ = payload::key32(body, "reply_key");
-        let _ = payload::opt_string(body, "name", 256);
+        for name in VaultOp::NAMES.iter().chain(&["pin", "pin-unlock"]) {
+            for accept_v1 in [true, false] {
+                if let Ok(VaultOp::PinUnlock(r) | VaultOp::SecretsAdd(r)) =
+                    VaultOp::parse(name, &obj, accept_v1)
+                {
+                    let _ = r.ciphertext();
+                }
+            }
+        }
+        for v2 in [true, false] {
+            let _ = request::plaintext::<request::SetupPlain>(&obj, v2);
+            let _ = request::plaintext::<request::ChangePlain>(&obj, v2);
+            let _ = request::plaintext::<request::CreatePlain>(&obj, v2);
+            let _ = request::plaintext::<request::SecretsUpdatePlain>(&obj, v2);
+            let _ = request::plaintext::<request::SecretsRetrievePlain>(&obj, v2);
+        }
     }
 });
