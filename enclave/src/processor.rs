@@ -107,13 +107,17 @@ impl Processor {
         match route {
             // Health answers whatever the payload (Lambdas send `{}`, operators send nothing).
             Route::Health => Ok(Body::typed(handlers::health::handle(&self.state))),
-            Route::LambdaAttestation => handlers::attestation::handle(&self.state, None, &request?)
-                .await
-                .map(Body::from),
-            Route::Vault { owner, op } => match op.as_str() {
-                "attestation" => handlers::attestation::handle(&self.state, Some(owner), &request?)
+            Route::LambdaAttestation => {
+                handlers::attestation::handle(self.state.attester(), None, &request?)
                     .await
-                    .map(Body::from),
+                    .map(Body::from)
+            }
+            Route::Vault { owner, op } => match op.as_str() {
+                "attestation" => {
+                    handlers::attestation::handle(self.state.attester(), Some(owner), &request?)
+                        .await
+                        .map(Body::from)
+                }
                 _ => self.vault(owner, op, request?, deadline).await,
             },
             Route::UnsignedReset => Err(ClientError::UnsignedReset),

@@ -128,6 +128,17 @@ impl EnclaveState {
         }
     }
 
+    /// The handle attestation requests get.
+    pub fn attester(&self) -> crate::handlers::attestation::Attester<'_> {
+        crate::handlers::attestation::Attester {
+            nsm: self.nsm.clone(),
+            module_id: &self.nsm_description.module_id,
+            keys: &self.keys,
+            fleet: self.fleet.as_ref().zip(self.sealer.as_deref()),
+            manifest: self.pcr_manifest(),
+        }
+    }
+
     /// Replaces the PCR manifest handed to apps.
     pub fn set_pcr_manifest(&self, manifest: serde_json::Value) {
         *self.pcr_manifest.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(manifest));

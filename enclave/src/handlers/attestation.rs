@@ -16,9 +16,24 @@ use serde_json::{Map, Value};
 use vettid_nsm::{AttestationRequest, MAX_NONCE_LEN};
 
 use crate::error::ClientError;
-use crate::keys::KeyError;
+use crate::fleet::FleetKeys;
+use crate::keys::{KeyError, KeyStore};
 use crate::router::OwnerSpace;
-use crate::state::EnclaveState;
+use crate::sealing::Sealer;
+
+/// What attestation uses of the enclave: the NSM, where the key goes, and what the reply quotes.
+pub struct Attester<'a> {
+    /// Signs the document.
+    pub nsm: std::sync::Arc<dyn vettid_nsm::Nsm>,
+    /// The NSM's module id, quoted in the reply.
+    pub module_id: &'a str,
+    /// Where an app's attestation key waits for its `pin.setup`.
+    pub keys: &'a KeyStore,
+    /// With a trusted store, where it also waits for any other host (needs the sealer).
+    pub fleet: Option<(&'a FleetKeys, &'a dyn Sealer)>,
+    /// The signed PCR manifest handed to apps as `expected_pcrs` (untrusted; apps check it).
+    pub manifest: Option<std::sync::Arc<Value>>,
+}
 
 /// Extracts and checks the nonce: top-level `nonce` (Lambda and app) or `payload.nonce` (app
 /// envelope), standard base64, 1..=512 bytes once decoded.
@@ -60,7 +75,7 @@ pub fn user_data(owner: Option<&str>) -> Vec<u8> {
 /// Nonce errors as in [`nonce`]; [`ClientError::Busy`] when the key store is full;
 /// [`ClientError::AttestationFailed`] when the NSM fails.
 pub async fn handle(
-    state: &std::sync::Arc<EnclaveState>,
+    attester: Attester<'_>,
     owner: Option<&OwnerSpace>,
     request: &Map<String, Value>,
 ) -> Result<Map<String, Value>, ClientError> {
@@ -70,20 +85,19 @@ pub async fn handle(
         KeyError::Full => ClientError::Busy,
         KeyError::Generate => ClientError::AttestationFailed,
     };
-    let public_key = match (owner, &state.fleet, &state.sealer) {
+    let keys = attester.keys;
+    let public_key = match (owner, attester.fleet) {
         // The fleet layout: wrapped into the trusted store, so any host can finish the exchange.
-        (Some(owner), Some(fleet), Some(sealer)) => {
-            fleet.generate(sealer.as_ref(), &state.keys, owner).await?
-        }
-        (Some(owner), _, _) => state.keys.generate(owner).map_err(key_error)?,
-        (None, _, _) => state.keys.throwaway_public().map_err(key_error)?,
+        (Some(owner), Some((fleet, sealer))) => fleet.generate(sealer, keys, owner).await?,
+        (Some(owner), None) => keys.generate(owner).map_err(key_error)?,
+        (None, _) => keys.throwaway_public().map_err(key_error)?,
     };
     let req = AttestationRequest {
         nonce: Some(nonce.clone()),
         public_key: Some(public_key.to_vec()),
         user_data: Some(user_data(owner)),
     };
-    let nsm = state.nsm.clone();
+    let nsm = attester.nsm;
     let document = tokio::task::spawn_blocking(move || nsm.attest(&req))
         .await
         .map_err(|_| ClientError::AttestationFailed)?
@@ -100,11 +114,8 @@ pub async fn handle(
     body.insert("nonce".into(), B64.encode(&nonce).into());
     body.insert("attestation".into(), doc_b64.into());
     body.insert("public_key".into(), key_b64.into());
-    body.insert(
-        "module_id".into(),
-        state.nsm_description.module_id.clone().into(),
-    );
-    if let Some(manifest) = state.pcr_manifest() {
+    body.insert("module_id".into(), attester.module_id.into());
+    if let Some(manifest) = attester.manifest {
         body.insert("expected_pcrs".into(), (*manifest).clone());
     }
     Ok(body)
