@@ -218,16 +218,17 @@ async fn run(
             let tunnel = kms.tunnel.clone();
             // Credentials come from whichever parent connection is up when the SDK needs them.
             let credentials = Arc::new(vettid_enclave::kms::ParentCredentials::new(
-                state.parent.clone(),
+                state.parent().clone(),
             ));
-            let kms =
-                match vettid_enclave::kms::Kms::start(kms, state.nsm.clone(), credentials).await {
-                    Ok(kms) => Arc::new(kms),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start the KMS client");
-                        return ExitCode::from(EX_OSERR);
-                    }
-                };
+            let kms = match vettid_enclave::kms::Kms::start(kms, state.nsm().clone(), credentials)
+                .await
+            {
+                Ok(kms) => Arc::new(kms),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the KMS client");
+                    return ExitCode::from(EX_OSERR);
+                }
+            };
             let state = state.with_sealer(kms.clone());
             match trusted {
                 None => {
@@ -240,7 +241,7 @@ async fn run(
                 Some(trusted) => {
                     // The table's credentials: sealed in the vault bucket, opened by this KMS.
                     let source = Arc::new(vettid_enclave::trusted::ParentObject::new(
-                        state.parent.clone(),
+                        state.parent().clone(),
                     ));
                     match vettid_enclave::trusted::TrustedStore::start(trusted, tunnel, source, kms)
                         .await
@@ -274,8 +275,8 @@ async fn run(
     tracing::info!(
         listen = %config.listen,
         version = vettid_enclave::VERSION,
-        module_id = %state.nsm_description.module_id,
-        mock_nsm = state.nsm_description.is_mock,
+        module_id = %state.description().module_id,
+        mock_nsm = state.description().is_mock,
         "enclave listening"
     );
     let processor = Arc::new(Processor::new(state));

@@ -16,37 +16,40 @@ use crate::trusted::{TrustedReport, TrustedStore};
 use crate::vault::store::VaultStore;
 use crate::vault::{VaultConfig, Vaults};
 
-/// Shared enclave state. Cheap to clone behind an `Arc`.
+/// Shared enclave state. Cheap to clone behind an `Arc`. Its fields are the crate's own: each
+/// part of the enclave gets a narrow handle to what it uses ([`EnclaveState::vault_services`],
+/// [`EnclaveState::attester`], the control state), and only the processor, the server loop and
+/// health (which reports on every part) read the whole.
 pub struct EnclaveState {
     /// Validated settings.
-    pub config: EnclaveConfig,
+    pub(crate) config: EnclaveConfig,
     /// The NSM (real in production, mock in dev builds).
-    pub nsm: Arc<dyn Nsm>,
+    pub(crate) nsm: Arc<dyn Nsm>,
     /// The NSM's description, read once at start-up (PCRs do not change while we run).
-    pub nsm_description: Description,
+    pub(crate) nsm_description: Description,
     /// Attestation private keys awaiting use by the vault.
-    pub keys: KeyStore,
+    pub(crate) keys: KeyStore,
     /// Start time, for `uptime_seconds`.
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// Request counters.
-    pub stats: RequestStats,
+    pub(crate) stats: RequestStats,
     /// Control-command verifier, replay cache and drain phase (disabled until
     /// [`EnclaveState::with_control`]).
-    pub control: ControlState,
+    pub(crate) control: ControlState,
     /// The signed PCR manifest the parent was configured with, passed to apps as
     /// `expected_pcrs`. Untrusted: apps check its signature.
     pcr_manifest: RwLock<Option<Arc<serde_json::Value>>>,
     /// The live parent connection(s), for requests the enclave originates.
-    pub parent: ParentLink,
+    pub(crate) parent: ParentLink,
     /// Creates and recovers vault material (KMS with an attested Recipient in production);
     /// `None` until configured, and then every vault operation answers `KMSNotConfigured`.
-    pub sealer: Option<Arc<dyn Sealer>>,
+    pub(crate) sealer: Option<Arc<dyn Sealer>>,
     /// The users' vaults.
-    pub vaults: Vaults,
+    pub(crate) vaults: Vaults,
     /// The trusted store (rollback anchors, fleet attestation keys); `None` runs single-host.
-    pub trusted: Option<Arc<TrustedStore>>,
+    pub(crate) trusted: Option<Arc<TrustedStore>>,
     /// Attestation keys any host can use (with a trusted store).
-    pub fleet: Option<FleetKeys>,
+    pub(crate) fleet: Option<FleetKeys>,
 }
 
 /// Largest PCR manifest accepted from the parent.
@@ -116,6 +119,21 @@ impl EnclaveState {
     pub fn with_sealer(mut self, sealer: Arc<dyn Sealer>) -> Self {
         self.sealer = Some(sealer);
         self
+    }
+
+    /// The live parent connection(s) (for the binary's start-up clients).
+    pub fn parent(&self) -> &ParentLink {
+        &self.parent
+    }
+
+    /// The NSM.
+    pub fn nsm(&self) -> &Arc<dyn Nsm> {
+        &self.nsm
+    }
+
+    /// The NSM's description, read at start-up.
+    pub fn description(&self) -> &Description {
+        &self.nsm_description
     }
 
     /// The handle vault operations and vault commands get.
