@@ -12,8 +12,6 @@
 //! The one part that is *not* reproducible is the optional signature section: ECDSA signatures are
 //! randomised, so a signed image differs byte-wise between runs while its PCRs (PCR8 included) do not.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -27,6 +25,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha384};
 use vettid_nsm::mock::MOCK_CN_MARKER;
 
+use crate::input::read_input;
 use crate::pcr::Measurements;
 use crate::ramdisk::{Application, Bootstrap};
 
@@ -314,24 +313,6 @@ fn load_signing(s: &Signing) -> Result<SignKeyData> {
         }
     }
     SignKeyData::new(&s.key, &s.certificate).map_err(|e| anyhow!("loading signing key: {e}"))
-}
-
-/// Read a whole input file, naming it in the error.
-pub(crate) fn read_input(what: &str, path: &Path) -> Result<Vec<u8>> {
-    let mut f =
-        File::open(path).with_context(|| format!("cannot open {what} file {}", path.display()))?;
-    let meta = f
-        .metadata()
-        .with_context(|| format!("cannot stat {what} file {}", path.display()))?;
-    ensure!(
-        meta.is_file(),
-        "{what} {} is not a regular file",
-        path.display()
-    );
-    let mut data = Vec::new();
-    f.read_to_end(&mut data)
-        .with_context(|| format!("cannot read {what} file {}", path.display()))?;
-    Ok(data)
 }
 
 /// Whether `needle` occurs in `haystack`. The mock NSM puts [`MOCK_CN_MARKER`] into every certificate it

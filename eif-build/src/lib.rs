@@ -12,6 +12,7 @@
 pub mod cpio;
 pub mod describe;
 pub mod eif;
+mod input;
 pub mod kms;
 pub mod manifest_cmd;
 pub mod pcr;

@@ -83,7 +83,7 @@ pub struct DevOutput {
 /// # Errors
 /// If the binary cannot be read.
 pub fn dev_pcrs(binary: &std::path::Path) -> Result<DevOutput> {
-    let bytes = crate::eif::read_input("binary", binary)?;
+    let bytes = crate::input::read_input("binary", binary)?;
     let pcrs = vettid_nsm::MockPcrs::from_measurement(&bytes);
     let measurements = (0u16..3)
         .map(|i| {

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::error::StartError;
-use crate::tls::TlsSource;
 
 /// Default AWS region in ARNs (what the tests and dev scripts configure the SDK with).
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -272,6 +271,25 @@ fn pem_certificate(pem: &str) -> Result<Vec<u8>, String> {
         Err(Error::MissingSectionEnd { .. }) => Err("unterminated CERTIFICATE block".into()),
         Err(_) => Err("CERTIFICATE block is not base64".into()),
     }
+}
+
+/// Where the server's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// A PEM certificate chain and its PEM private key.
+    Files {
+        /// Certificate chain, leaf first.
+        cert: PathBuf,
+        /// PKCS#8, PKCS#1 or SEC1 private key.
+        key: PathBuf,
+    },
+    /// A dev CA in `dir` and a server certificate for `hostname` issued at start-up.
+    SelfSigned {
+        /// Holds `ca.pem` and `ca.key`.
+        dir: PathBuf,
+        /// The DNS name the certificate is for (what clients verify).
+        hostname: String,
+    },
 }
 
 #[cfg(test)]

@@ -31,8 +31,8 @@ pub mod server;
 pub mod store;
 pub mod tls;
 
+pub use config::TlsSource;
 pub use config::{Config, Settings};
 pub use error::{KmsError, StartError};
 pub use kms::Kms;
 pub use server::{serve, serve_tls};
-pub use tls::TlsSource;

@@ -7,7 +7,7 @@
 //! restarted server), and a fresh server certificate for NAME is issued by that CA at every start.
 //! rustls runs on aws-lc (the SDK's provider; never ring). Plain HTTP stays the default.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rcgen::{
@@ -18,6 +18,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::config::TlsSource;
 use crate::error::StartError;
 use crate::store::write_private;
 
@@ -25,25 +26,6 @@ use crate::store::write_private;
 pub const CA_CERT_FILE: &str = "ca.pem";
 /// File name of the dev CA's private key (mode 0600) in the `--tls-self-signed` directory.
 pub const CA_KEY_FILE: &str = "ca.key";
-
-/// Where the server's certificate comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsSource {
-    /// A PEM certificate chain and its PEM private key.
-    Files {
-        /// Certificate chain, leaf first.
-        cert: PathBuf,
-        /// PKCS#8, PKCS#1 or SEC1 private key.
-        key: PathBuf,
-    },
-    /// A dev CA in `dir` and a server certificate for `hostname` issued at start-up.
-    SelfSigned {
-        /// Holds `ca.pem` and `ca.key`.
-        dir: PathBuf,
-        /// The DNS name the certificate is for (what clients verify).
-        hostname: String,
-    },
-}
 
 /// The rustls server configuration for `source` (HTTP/1.1 only, TLS 1.2 and 1.3).
 ///
