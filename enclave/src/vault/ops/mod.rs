@@ -16,7 +16,7 @@ use vettid_vault_crypto::{domain, legacy_ecies, Dek, Domain, PhcHash, Pin, PinVe
 
 use super::payload::{self, b64};
 use super::record::{Credential, KeyPair, Meta, Secret, State, Utk};
-use super::request::{self, Plaintext, ReadPlain, ReadRequest, UtkRequest, VaultOp};
+use super::request::{self, Envelope, Plaintext, ReadPlain, ReadRequest, UtkRequest, VaultOp};
 use super::{Services, Slot, Vaults};
 use crate::clock::now_ms;
 use crate::error::ClientError;

@@ -64,8 +64,15 @@ macro_rules! vault_ops {
             /// Reads the request of operation `name` from `body`.
             fn read(name: &str, body: &Map<String, Value>, bare: bool) -> Result<Self, ClientError> {
                 match name {
-                    $($name => Ok(VaultOp::$variant(<$request>::read(body, bare)?)),)*
+                    $($name => Ok(VaultOp::$variant(<$request as Envelope>::read(body, bare)?)),)*
                     _ => Err(ClientError::NotSupported),
+                }
+            }
+
+            /// Whether the request is the v2 envelope (its reply is sealed to the app).
+            pub fn is_v2(&self) -> bool {
+                match self {
+                    $(VaultOp::$variant(r) => r.is_v2(),)*
                 }
             }
         }
@@ -142,27 +149,18 @@ impl VaultOp {
         }
         Self::read(name, body, bare)
     }
+}
 
-    /// Whether the request is the v2 envelope (its reply is sealed to the app).
-    pub fn is_v2(&self) -> bool {
-        match self {
-            VaultOp::PinSetup(r) => r.is_v2(),
-            VaultOp::PinUnlock(r)
-            | VaultOp::PinChange(r)
-            | VaultOp::CredentialCreate(r)
-            | VaultOp::PasswordChange(r)
-            | VaultOp::CredentialDelete(r)
-            | VaultOp::SecretsAdd(r)
-            | VaultOp::SecretsUpdate(r)
-            | VaultOp::SecretsRetrieve(r)
-            | VaultOp::SecretsDelete(r)
-            | VaultOp::SecretsList(r) => r.is_v2(),
-            VaultOp::CredentialGet(r)
-            | VaultOp::CredentialVersion(r)
-            | VaultOp::SecretsIdentity(r)
-            | VaultOp::VaultSave(r) => r.is_v2(),
-        }
-    }
+/// One of the three envelope shapes.
+pub trait Envelope: Sized {
+    /// Reads it from a request body (`bare`: sent without the `payload` wrapper).
+    ///
+    /// # Errors
+    /// `bad_field` naming the field; `unknown_field` (v2).
+    fn read(body: &Map<String, Value>, bare: bool) -> Result<Self, ClientError>;
+
+    /// Whether it is the v2 shape.
+    fn is_v2(&self) -> bool;
 }
 
 /// Whether a request body is the v2 envelope (`"v": 2`).
@@ -231,7 +229,7 @@ pub struct SetupV1 {
     pub nonce: Text,
 }
 
-impl SetupRequest {
+impl Envelope for SetupRequest {
     fn read(body: &Map<String, Value>, bare: bool) -> Result<Self, ClientError> {
         Ok(if is_v2(body) {
             SetupRequest::V2(envelope(body, bare)?)
@@ -240,8 +238,7 @@ impl SetupRequest {
         })
     }
 
-    /// Whether it is the v2 shape.
-    pub fn is_v2(&self) -> bool {
+    fn is_v2(&self) -> bool {
         matches!(self, SetupRequest::V2(_))
     }
 }
@@ -279,7 +276,7 @@ struct UtkV1 {
     encrypted_payload: Sealed,
 }
 
-impl UtkRequest {
+impl Envelope for UtkRequest {
     fn read(body: &Map<String, Value>, bare: bool) -> Result<Self, ClientError> {
         Ok(if is_v2(body) {
             let UtkV2 { utk_id, sealed, .. } = envelope(body, bare)?;
@@ -299,11 +296,12 @@ impl UtkRequest {
         })
     }
 
-    /// Whether it is the v2 shape.
-    pub fn is_v2(&self) -> bool {
+    fn is_v2(&self) -> bool {
         matches!(self.sealed, UtkSealed::V2(_))
     }
+}
 
+impl UtkRequest {
     /// The envelope's bytes.
     ///
     /// # Errors
@@ -332,7 +330,7 @@ struct ReadV2 {
     sealed: Sealed,
 }
 
-impl ReadRequest {
+impl Envelope for ReadRequest {
     fn read(body: &Map<String, Value>, bare: bool) -> Result<Self, ClientError> {
         if is_v2(body) {
             let ReadV2 { sealed, .. } = envelope(body, bare)?;
@@ -342,11 +340,12 @@ impl ReadRequest {
         }
     }
 
-    /// Whether it is the v2 shape.
-    pub fn is_v2(&self) -> bool {
+    fn is_v2(&self) -> bool {
         matches!(self, ReadRequest::V2(_))
     }
+}
 
+impl ReadRequest {
     /// A v2 read's envelope bytes (`None` for v1).
     ///
     /// # Errors
