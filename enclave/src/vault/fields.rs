@@ -53,16 +53,6 @@ pub enum FieldError {
     Shape,
 }
 
-impl FieldError {
-    /// The field named, if any.
-    pub fn field(self) -> Option<&'static str> {
-        match self {
-            FieldError::Missing(f) | FieldError::Invalid(f) => Some(f),
-            FieldError::Unknown | FieldError::Shape => None,
-        }
-    }
-}
-
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -219,15 +209,38 @@ impl<'de> Deserialize<'de> for Base64 {
     }
 }
 
-/// A base64 ciphertext, decoded only once its key is known: a request is refused for what it
-/// names (an unknown UTK, a locked vault) before its ciphertext is looked at, whatever that is.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Sealed(Text);
+/// A base64 ciphertext (1 byte to [`MAX_FIELD_LEN`] of text), decoded as it is read, straight
+/// from the request's text without a copy of it. Whether it was valid base64 is told only when
+/// [`Sealed::bytes`] is asked, once its key is known: a request is refused for what it names (an
+/// unknown UTK, a locked vault) before its ciphertext counts, whatever that is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed(Option<Vec<u8>>);
 
 impl Sealed {
-    /// The ciphertext, or `None` if it is not standard base64.
-    pub fn decode(&self) -> Option<Vec<u8>> {
-        B64.decode(self.0.as_str()).ok()
+    /// The ciphertext, or `None` if it was not standard base64.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        self.0.as_deref()
+    }
+}
+
+impl<'de> Deserialize<'de> for Sealed {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Ciphertext;
+        impl Visitor<'_> for Ciphertext {
+            type Value = Sealed;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a base64 string of 1 byte to 256 KiB")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Sealed, E> {
+                if s.is_empty() || s.len() > MAX_FIELD_LEN {
+                    return Err(E::invalid_length(s.len(), &self));
+                }
+                Ok(Sealed(B64.decode(s).ok()))
+            }
+        }
+        d.deserialize_str(Ciphertext)
     }
 }
 
@@ -325,6 +338,24 @@ mod tests {
         assert!(read(extra.clone(), Unknown::Ignore).is_ok());
         let except = Unknown::Refuse { except: &["extra"] };
         assert!(read(extra, except).is_ok());
+    }
+
+    #[test]
+    fn a_ciphertext_is_checked_for_shape_at_once_and_for_base64_when_asked() {
+        #[derive(Deserialize)]
+        struct S {
+            sealed: Sealed,
+        }
+        let read =
+            |v| from_object::<S>(json!({ "sealed": v }).as_object().unwrap(), Unknown::REFUSE);
+        assert_eq!(
+            read(json!("AQID")).unwrap().sealed.bytes(),
+            Some(&[1u8, 2, 3][..])
+        );
+        assert_eq!(read(json!("%%")).unwrap().sealed.bytes(), None);
+        for bad in [json!(""), json!(7), json!("A".repeat(MAX_FIELD_LEN + 1))] {
+            assert_eq!(read(bad).err(), Some(FieldError::Invalid("sealed")));
+        }
     }
 
     #[test]

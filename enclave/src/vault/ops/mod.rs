@@ -296,7 +296,7 @@ impl Ctx<'_> {
         match read.ciphertext()? {
             Some(sealed) => {
                 let key = x25519_private(&meta.ecies)?;
-                self.open_v2::<ReadPlain>(&key, &meta.ecies.public, v2::KEY_REF_VAULT, &sealed)
+                self.open_v2::<ReadPlain>(&key, &meta.ecies.public, v2::KEY_REF_VAULT, sealed)
                     .map(drop)
             }
             None => Ok(()),
@@ -354,9 +354,9 @@ impl Ctx<'_> {
         let key = x25519_private(&meta.utks[index].key)?;
         let sealed = request.ciphertext()?;
         let plain = if request.is_v2() {
-            self.open_v2(&key, &meta.utks[index].key.public, id, &sealed)?
+            self.open_v2(&key, &meta.utks[index].key.public, id, sealed)?
         } else {
-            let plain = domain::open(Domain::Utk, &key, &sealed)
+            let plain = domain::open(Domain::Utk, &key, sealed)
                 .map_err(|_| ClientError::DecryptionFailed)?;
             request::plaintext(&payload::plaintext_object(&plain)?, false)?
         };

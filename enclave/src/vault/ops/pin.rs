@@ -79,12 +79,9 @@ impl Ctx<'_> {
                     ..
                 },
             ) => match (self.keys.take(public, self.owner), self.fleet) {
-                (Some(key), _) => self.open_v2_object(
-                    &key,
-                    public,
-                    v2::KEY_REF_ATTESTATION,
-                    &setup.ciphertext()?,
-                )?,
+                (Some(key), _) => {
+                    self.open_v2_object(&key, public, v2::KEY_REF_ATTESTATION, setup.ciphertext()?)?
+                }
                 // Minted on any host of the fleet: taken from the trusted store, once.
                 (None, Some(fleet)) => {
                     let sealed = setup.ciphertext()?;
@@ -94,7 +91,7 @@ impl Ctx<'_> {
                             if candidate != public {
                                 return None;
                             }
-                            self.open_v2_object(key, public, v2::KEY_REF_ATTESTATION, &sealed)
+                            self.open_v2_object(key, public, v2::KEY_REF_ATTESTATION, sealed)
                                 .map_err(|e| failure = Some(e))
                                 .ok()
                         })
@@ -246,12 +243,11 @@ impl Ctx<'_> {
         let (plain, v1_key) = match &request.sealed {
             UtkSealed::V2(_) => {
                 let utk = &meta.utks[index].key;
-                let plain = self.open_v2(&x25519_private(utk)?, &utk.public, &utk_id, &sealed)?;
+                let plain = self.open_v2(&x25519_private(utk)?, &utk.public, &utk_id, sealed)?;
                 (plain, None)
             }
             UtkSealed::V1(_) => {
-                let envelope = &sealed;
-                let ephemeral: [u8; 32] = envelope
+                let ephemeral: [u8; 32] = sealed
                     .get(..32)
                     .and_then(|e| e.try_into().ok())
                     .ok_or(ClientError::DecryptionFailed)?;
@@ -259,7 +255,7 @@ impl Ctx<'_> {
                     tracing::warn!(vault = self.owner, "replayed v1 PIN envelope refused");
                     return Err(ClientError::ReplayedRequest);
                 }
-                let plain = legacy_ecies::open(&Self::ecies_key(&slot)?, envelope)
+                let plain = legacy_ecies::open(&Self::ecies_key(&slot)?, sealed)
                     .map_err(|_| ClientError::DecryptionFailed)?;
                 let plain = request::plaintext(&payload::plaintext_object(&plain)?, false)?;
                 (plain, Some(ephemeral))

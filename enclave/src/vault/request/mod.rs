@@ -213,8 +213,8 @@ impl SetupV2 {
     ///
     /// # Errors
     /// `bad_field` (`sealed`).
-    pub fn ciphertext(&self) -> Result<Vec<u8>, ClientError> {
-        self.sealed.decode().ok_or(ClientError::BadField("sealed"))
+    pub fn ciphertext(&self) -> Result<&[u8], ClientError> {
+        self.sealed.bytes().ok_or(ClientError::BadField("sealed"))
     }
 }
 
@@ -306,10 +306,10 @@ impl UtkRequest {
     ///
     /// # Errors
     /// `bad_field` naming `sealed` or `encrypted_payload`.
-    pub fn ciphertext(&self) -> Result<Vec<u8>, ClientError> {
+    pub fn ciphertext(&self) -> Result<&[u8], ClientError> {
         match &self.sealed {
-            UtkSealed::V2(s) => s.decode().ok_or(ClientError::BadField("sealed")),
-            UtkSealed::V1(s) => s.decode().ok_or(ClientError::BadField("encrypted_payload")),
+            UtkSealed::V2(s) => s.bytes().ok_or(ClientError::BadField("sealed")),
+            UtkSealed::V1(s) => s.bytes().ok_or(ClientError::BadField("encrypted_payload")),
         }
     }
 }
@@ -350,9 +350,9 @@ impl ReadRequest {
     ///
     /// # Errors
     /// `bad_field` (`sealed`).
-    pub fn ciphertext(&self) -> Result<Option<Vec<u8>>, ClientError> {
+    pub fn ciphertext(&self) -> Result<Option<&[u8]>, ClientError> {
         match self {
-            ReadRequest::V2(s) => s.decode().ok_or(ClientError::BadField("sealed")).map(Some),
+            ReadRequest::V2(s) => s.bytes().ok_or(ClientError::BadField("sealed")).map(Some),
             ReadRequest::V1 => Ok(None),
         }
     }
